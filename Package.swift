@@ -1,0 +1,85 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "proxima",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "proxima", targets: ["proxima"]),
+        .library(name: "ProximaServer", targets: ["ProximaServer"]),
+        .library(name: "ProximaTesting", targets: ["ProximaTesting"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // Configuration model, YAML loading, defaults and validation. No networking.
+        .target(
+            name: "ProximaConfig",
+            dependencies: ["ProximaPolicy", "ProximaHTTP1", .product(name: "Yams", package: "Yams")]
+        ),
+        // Strict HTTP/1.1 framing (RFC 9112) on raw bytes: request and response heads, body
+        // framing, hop-by-hop rules. Pure: only ByteBuffer from NIOCore.
+        .target(
+            name: "ProximaHTTP1",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // Access decisions (client networks, ports, domains). Nothing of NIO.
+        .target(name: "ProximaPolicy"),
+        // The Exchange record, access-log formats and sinks.
+        .target(
+            name: "ProximaTelemetry",
+            dependencies: [.product(name: "Logging", package: "swift-log")]
+        ),
+        // Everything with a socket.
+        .target(
+            name: "ProximaServer",
+            dependencies: [
+                "ProximaConfig", "ProximaHTTP1", "ProximaPolicy", "ProximaTelemetry",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        // Test harness: start a proxy and origins on ephemeral loopback ports in one call.
+        .target(
+            name: "ProximaTesting",
+            dependencies: [
+                "ProximaServer", "ProximaConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "proxima",
+            dependencies: [
+                "ProximaServer", "ProximaConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "ProximaConfigTests", dependencies: ["ProximaConfig", "ProximaPolicy"]),
+        .testTarget(name: "ProximaHTTP1Tests", dependencies: ["ProximaHTTP1"]),
+        .testTarget(name: "ProximaPolicyTests", dependencies: ["ProximaPolicy"]),
+        .testTarget(name: "ProximaTelemetryTests", dependencies: ["ProximaTelemetry"]),
+        .testTarget(
+            name: "ProximaServerTests",
+            dependencies: [
+                "ProximaServer", "ProximaTesting", "ProximaConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,422 @@
+import ProximaHTTP1
+import ProximaPolicy
+import Yams
+
+/// One problem in a configuration file, with the key path and line it concerns.
+public struct ConfigIssue: Error, Sendable, Equatable, CustomStringConvertible {
+    public var path: String
+    public var line: Int?
+    public var message: String
+
+    public init(path: String, line: Int?, message: String) {
+        self.path = path
+        self.line = line
+        self.message = message
+    }
+
+    public var description: String {
+        let place = path.isEmpty ? "" : "\(path): "
+        if let line { return "\(place)\(message) (line \(line))" }
+        return "\(place)\(message)"
+    }
+}
+
+/// Every problem found in a file: loading reports them all, not just the first.
+public struct ConfigErrors: Error, Sendable, CustomStringConvertible {
+    public var issues: [ConfigIssue]
+    public var description: String { issues.map(\.description).joined(separator: "\n") }
+}
+
+/// Reads YAML into a validated `ProximaConfiguration`.
+///
+/// It walks Yams' node tree rather than using Codable's decoder, because a decoder stops at the
+/// first error and knows no line numbers, and because every unknown key must be an error.
+public enum ConfigLoader {
+    public static func load(yaml: String) -> Result<ProximaConfiguration, ConfigErrors> {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            return .failure(ConfigErrors(issues: [yamlIssue(error)]))
+        } catch {
+            return .failure(ConfigErrors(issues: [ConfigIssue(path: "", line: nil, message: "\(error)")]))
+        }
+        let reader = NodeReader()
+        var config = ProximaConfiguration()
+        if let root {
+            reader.readRoot(root, into: &config)
+        }
+        reader.validate(config)
+        if reader.issues.isEmpty { return .success(config) }
+        return .failure(ConfigErrors(issues: reader.issues))
+    }
+
+    public static func load(path: String) -> Result<ProximaConfiguration, ConfigErrors> {
+        guard let text = readTextFile(path) else {
+            return .failure(ConfigErrors(issues: [ConfigIssue(path: "", line: nil, message: "cannot read configuration file \(path)")]))
+        }
+        return load(yaml: text)
+    }
+
+    static func yamlIssue(_ error: YamlError) -> ConfigIssue {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+            return ConfigIssue(path: "", line: mark.line, message: "YAML syntax error: \(problem)")
+        case .duplicatedKeysInMapping(let duplicates, _):
+            return ConfigIssue(path: "", line: nil, message: "duplicated keys: \(duplicates.joined(separator: ", "))")
+        default:
+            return ConfigIssue(path: "", line: nil, message: "YAML error: \(error)")
+        }
+    }
+}
+
+/// Walks nodes, converting scalars and collecting issues instead of stopping at the first.
+final class NodeReader {
+    var issues: [ConfigIssue] = []
+
+    func fail(_ path: String, _ node: Node?, _ message: String) {
+        issues.append(ConfigIssue(path: path, line: node?.mark?.line, message: message))
+    }
+
+    /// Calls `body` for each known key present; unknown keys are reported.
+    func mapping(_ node: Node, _ path: String, keys: [String], _ body: (String, Node, String) -> Void) {
+        guard case .mapping(let map) = node else {
+            fail(path, node, "expected a mapping with keys \(keys.joined(separator: ", "))")
+            return
+        }
+        var seen = Set<String>()
+        for (k, v) in map {
+            guard case .scalar(let s) = k else {
+                fail(path, k, "keys must be plain strings")
+                continue
+            }
+            let key = s.string
+            let childPath = path.isEmpty ? key : "\(path).\(key)"
+            if !seen.insert(key).inserted {
+                fail(childPath, k, "key given twice")
+                continue
+            }
+            guard keys.contains(key) else {
+                fail(childPath, k, "unknown key '\(key)' (expected one of: \(keys.joined(separator: ", ")))")
+                continue
+            }
+            body(key, v, childPath)
+        }
+    }
+
+    func sequence(_ node: Node, _ path: String, _ body: (Int, Node, String) -> Void) {
+        guard case .sequence(let seq) = node else {
+            fail(path, node, "expected a list")
+            return
+        }
+        for (i, item) in seq.enumerated() { body(i, item, "\(path)[\(i)]") }
+    }
+
+    func string(_ node: Node, _ path: String) -> String? {
+        guard case .scalar(let s) = node else {
+            fail(path, node, "expected a single value")
+            return nil
+        }
+        return s.string
+    }
+
+    func int(_ node: Node, _ path: String, in range: ClosedRange<Int>) -> Int? {
+        guard let s = string(node, path) else { return nil }
+        guard let n = Int(s) else {
+            fail(path, node, "'\(s)' is not a whole number")
+            return nil
+        }
+        guard range.contains(n) else {
+            fail(path, node, "\(n) is out of range (\(range.lowerBound)...\(range.upperBound))")
+            return nil
+        }
+        return n
+    }
+
+    func bool(_ node: Node, _ path: String) -> Bool? {
+        guard let s = string(node, path) else { return nil }
+        switch s.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            fail(path, node, "'\(s)' is not true or false")
+            return nil
+        }
+    }
+
+    func duration(_ node: Node, _ path: String) -> TimeSpan? {
+        guard let s = string(node, path) else { return nil }
+        guard let d = TimeSpan.parse(s) else {
+            fail(path, node, "'\(s)' is not a duration (examples: 500ms, 10s, 5m, 1h)")
+            return nil
+        }
+        return d
+    }
+
+    func size(_ node: Node, _ path: String) -> ByteSize? {
+        guard let s = string(node, path) else { return nil }
+        guard let d = ByteSize.parse(s) else {
+            fail(path, node, "'\(s)' is not a size (examples: 512, 8KiB, 64MiB, 1GiB)")
+            return nil
+        }
+        return d
+    }
+
+    func enumeration<E: RawRepresentable & CaseIterable>(_ node: Node, _ path: String, _ type: E.Type) -> E? where E.RawValue == String {
+        guard let s = string(node, path) else { return nil }
+        guard let v = E(rawValue: s) else {
+            fail(path, node, "'\(s)' is not one of: \(E.allCases.map(\.rawValue).joined(separator: ", "))")
+            return nil
+        }
+        return v
+    }
+
+    func stringList(_ node: Node, _ path: String) -> [(String, Node, String)] {
+        var out: [(String, Node, String)] = []
+        if case .scalar = node, let s = string(node, path) {
+            return [(s, node, path)]
+        }
+        sequence(node, path) { _, item, p in
+            if let s = string(item, p) { out.append((s, item, p)) }
+        }
+        return out
+    }
+
+    // MARK: - Sections
+
+    func readRoot(_ root: Node, into c: inout ProximaConfiguration) {
+        let keys = ["listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging"]
+        mapping(root, "", keys: keys) { key, node, path in
+            switch key {
+            case "listeners": c.listeners = readListeners(node, path)
+            case "access": c.access = AccessPolicy(rules: readAccess(node, path))
+            case "connect":
+                mapping(node, path, keys: ["allowed_ports"]) { _, n, p in
+                    var ports = Set<Int>()
+                    sequence(n, p) { _, item, ip in if let v = int(item, ip, in: 1...65535) { ports.insert(v) } }
+                    c.connect.allowedPorts = ports
+                }
+            case "proxy":
+                mapping(node, path, keys: ["via", "via_name", "forwarded_for"]) { k, n, p in
+                    switch k {
+                    case "via": if let v = bool(n, p) { c.proxy.via = v }
+                    case "via_name":
+                        if let v = string(n, p) {
+                            if v.isEmpty || !v.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ",") }) {
+                                fail(p, n, "must be one word of visible characters")
+                            } else {
+                                c.proxy.viaName = v
+                            }
+                        }
+                    default: if let v = enumeration(n, p, ForwardedForMode.self) { c.proxy.forwardedFor = v }
+                    }
+                }
+            case "limits":
+                mapping(node, path, keys: ["request_line", "headers", "max_connections"]) { k, n, p in
+                    switch k {
+                    case "request_line": if let v = size(n, p) { c.limits.requestLine = v }
+                    case "headers": if let v = size(n, p) { c.limits.headers = v }
+                    default: if let v = int(n, p, in: 1...1_000_000) { c.limits.maxConnections = v }
+                    }
+                }
+            case "timeouts":
+                let names = ["client_header", "idle", "upstream_connect", "upstream_response", "tunnel_idle", "drain"]
+                mapping(node, path, keys: names) { k, n, p in
+                    guard let v = duration(n, p) else { return }
+                    if v.nanoseconds <= 0 { fail(p, n, "must be longer than 0"); return }
+                    switch k {
+                    case "client_header": c.timeouts.clientHeader = v
+                    case "idle": c.timeouts.idle = v
+                    case "upstream_connect": c.timeouts.upstreamConnect = v
+                    case "upstream_response": c.timeouts.upstreamResponse = v
+                    case "tunnel_idle": c.timeouts.tunnelIdle = v
+                    default: c.timeouts.drain = v
+                    }
+                }
+            case "upstream_pool":
+                mapping(node, path, keys: ["max_idle_per_host", "idle_timeout"]) { k, n, p in
+                    if k == "max_idle_per_host" {
+                        if let v = int(n, p, in: 0...10_000) { c.upstreamPool.maxIdlePerHost = v }
+                    } else if let v = duration(n, p) {
+                        c.upstreamPool.idleTimeout = v
+                    }
+                }
+            case "dns":
+                mapping(node, path, keys: ["cache_ttl", "negative_ttl", "max_entries"]) { k, n, p in
+                    switch k {
+                    case "cache_ttl": if let v = duration(n, p) { c.dns.cacheTTL = v }
+                    case "negative_ttl": if let v = duration(n, p) { c.dns.negativeTTL = v }
+                    default: if let v = int(n, p, in: 0...10_000_000) { c.dns.maxEntries = v }
+                    }
+                }
+            default:
+                mapping(node, path, keys: ["access", "level"]) { k, n, p in
+                    if k == "level" {
+                        if let v = enumeration(n, p, LogLevel.self) { c.logging.level = v }
+                    } else {
+                        c.logging.access = readAccessLogs(n, p)
+                    }
+                }
+            }
+        }
+    }
+
+    func readListeners(_ node: Node, _ path: String) -> [ListenerConfig] {
+        var result: [ListenerConfig] = []
+        sequence(node, path) { i, item, p in
+            var name: String?
+            var role: ListenerRole?
+            var address: ListenAddress?
+            mapping(item, p, keys: ["name", "role", "address"]) { k, n, kp in
+                switch k {
+                case "name": name = string(n, kp)
+                case "role": role = enumeration(n, kp, ListenerRole.self)
+                default:
+                    guard let s = string(n, kp) else { return }
+                    switch ListenAddress.parse(s) {
+                    case .success(let a): address = a
+                    case .failure(.portOutOfRange(let port)):
+                        fail(kp, n, "port \(port) is out of range (0-65535)")
+                    case .failure(.syntax):
+                        fail(kp, n, "'\(s)' is not host:port (examples: 127.0.0.1:3128, [::1]:3128, 0.0.0.0:8080)")
+                    }
+                }
+            }
+            if case .mapping(let m) = item {
+                if m["address"] == nil { fail(p, item, "missing key 'address'") }
+                if m["role"] == nil { fail(p, item, "missing key 'role' (forward)") }
+            }
+            if let role, let address {
+                result.append(ListenerConfig(name: name ?? "\(role.rawValue)-\(i)", role: role, address: address))
+            }
+        }
+        return result
+    }
+
+    func readAccess(_ node: Node, _ path: String) -> [AccessRule] {
+        var rules: [AccessRule] = []
+        sequence(node, path) { i, item, p in
+            var rule = AccessRule(name: "rule-\(i)", action: .deny)
+            var hasAction = false
+            mapping(item, p, keys: ["name", "action", "clients", "methods", "ports", "domains"]) { k, n, kp in
+                switch k {
+                case "name": if let v = string(n, kp) { rule.name = v }
+                case "action":
+                    if let v = string(n, kp) {
+                        if let a = AccessAction(rawValue: v) {
+                            rule.action = a
+                            hasAction = true
+                        } else {
+                            fail(kp, n, "'\(v)' is not one of: allow, deny")
+                        }
+                    }
+                case "clients":
+                    rule.clients = stringList(n, kp).compactMap { s, sn, sp in
+                        if let c = CIDR(s) { return c }
+                        fail(sp, sn, "'\(s)' is not an IP address or CIDR network")
+                        return nil
+                    }
+                case "methods":
+                    rule.methods = Set(stringList(n, kp).compactMap { s, sn, sp in
+                        if !s.isEmpty, s.utf8.allSatisfy({ isTcharByte($0) }) { return s.uppercased() }
+                        fail(sp, sn, "'\(s)' is not an HTTP method")
+                        return nil
+                    })
+                case "ports":
+                    var ports = Set<Int>()
+                    sequence(n, kp) { _, pn, pp in if let v = int(pn, pp, in: 1...65535) { ports.insert(v) } }
+                    rule.ports = ports
+                default:
+                    rule.domains = stringList(n, kp).compactMap { s, sn, sp in
+                        if let d = DomainPattern(s) { return d }
+                        fail(sp, sn, "'\(s)' is not a domain (examples: example.com, .example.com, *.example.com)")
+                        return nil
+                    }
+                }
+            }
+            if case .mapping = item, !hasAction, !issues.contains(where: { $0.path.hasPrefix(p + ".action") }) {
+                fail(p, item, "missing key 'action' (allow or deny)")
+            }
+            rules.append(rule)
+        }
+        return rules
+    }
+
+    func readAccessLogs(_ node: Node, _ path: String) -> [AccessLogConfig] {
+        var result: [AccessLogConfig] = []
+        sequence(node, path) { _, item, p in
+            var sink: AccessLogSink = .stdout
+            var format: AccessLogFormat = .squid
+            var sinkName = "stdout"
+            var filePath: String?
+            mapping(item, p, keys: ["sink", "path", "format"]) { k, n, kp in
+                switch k {
+                case "sink":
+                    if let s = string(n, kp) {
+                        if s == "stdout" || s == "file" { sinkName = s } else { fail(kp, n, "'\(s)' is not one of: stdout, file") }
+                    }
+                case "path": filePath = string(n, kp)
+                default: if let f = enumeration(n, kp, AccessLogFormat.self) { format = f }
+                }
+            }
+            if sinkName == "file" {
+                guard let fp = filePath, !fp.isEmpty else {
+                    fail(p, item, "a file sink needs 'path'")
+                    return
+                }
+                sink = .file(fp)
+            } else if filePath != nil {
+                fail(p + ".path", item, "'path' is only for sink: file")
+            }
+            result.append(AccessLogConfig(sink: sink, format: format))
+        }
+        return result
+    }
+
+    /// Rules that concern the configuration as a whole.
+    func validate(_ c: ProximaConfiguration) {
+        if c.listeners.isEmpty, !issues.contains(where: { $0.path.hasPrefix("listeners") }) {
+            fail("listeners", nil, "at least one listener is needed")
+        }
+        var seen = Set<String>()
+        for (i, l) in c.listeners.enumerated() where l.address.port != 0 {
+            if !seen.insert(l.address.description).inserted {
+                fail("listeners[\(i)].address", nil, "\(l.address) is used by an earlier listener")
+            }
+        }
+        var names = Set<String>()
+        for (i, l) in c.listeners.enumerated() where !names.insert(l.name).inserted {
+            fail("listeners[\(i)].name", nil, "the name '\(l.name)' is used by an earlier listener")
+        }
+        if c.limits.requestLine.bytes < 256 { fail("limits.request_line", nil, "must be at least 256B") }
+        if c.limits.headers.bytes < 1024 { fail("limits.headers", nil, "must be at least 1KiB") }
+        if c.limits.requestLine > c.limits.headers { fail("limits.request_line", nil, "must not be larger than limits.headers") }
+    }
+}
+
+func isTcharByte(_ b: UInt8) -> Bool {
+    switch b {
+    case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
+    default: return "!#$%&'*+-.^_`|~".utf8.contains(b)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+func readTextFile(_ path: String) -> String? {
+    guard let f = fopen(path, "rb") else { return nil }
+    defer { fclose(f) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = fread(&chunk, 1, chunk.count, f)
+        if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
+        if n < chunk.count { break }
+        if bytes.count > 16 << 20 { return nil }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -1,0 +1,139 @@
+import ProximaHTTP1
+import ProximaPolicy
+
+/// The whole configuration. Every field has a safe default, so an empty file (or none) is a
+/// forward proxy on 127.0.0.1:3128 for loopback and private-network clients only.
+public struct ProximaConfiguration: Sendable, Equatable {
+    public var listeners: [ListenerConfig] = [ListenerConfig(name: "forward", role: .forward, address: ListenAddress(host: "127.0.0.1", port: 3128))]
+    public var access: AccessPolicy = .localNetworksOnly
+    public var connect = ConnectConfig()
+    public var proxy = ProxyHeadersConfig()
+    public var limits = LimitsConfig()
+    public var timeouts = TimeoutsConfig()
+    public var upstreamPool = UpstreamPoolConfig()
+    public var dns = DNSConfig()
+    public var logging = LoggingConfig()
+
+    public init() {}
+
+    /// The built-in default (what `proxima` runs with no arguments).
+    public static let builtInDefault = ProximaConfiguration()
+}
+
+public enum ListenerRole: String, Sendable, Equatable, CaseIterable, Encodable {
+    case forward
+}
+
+public struct ListenerConfig: Sendable, Equatable {
+    public var name: String
+    public var role: ListenerRole
+    public var address: ListenAddress
+
+    public init(name: String, role: ListenerRole, address: ListenAddress) {
+        self.name = name
+        self.role = role
+        self.address = address
+    }
+}
+
+public struct ConnectConfig: Sendable, Equatable {
+    /// Ports CONNECT may reach (Squid's SSL_ports). Default: 443 only.
+    public var allowedPorts: Set<Int> = [443]
+    public init() {}
+}
+
+public struct ProxyHeadersConfig: Sendable, Equatable {
+    /// Add a `Via` field both ways (RFC 9110 section 7.6.3). Loop detection uses `viaName`
+    /// whether or not the field is added.
+    public var via = true
+    /// This proxy's pseudonym in `Via`; defaults to the host name, so that chained Proxima
+    /// instances on different hosts do not mistake each other for a loop.
+    public var viaName = defaultViaName()
+    public var forwardedFor: ForwardedForMode = .add
+    public init() {}
+}
+
+public struct LimitsConfig: Sendable, Equatable {
+    public var requestLine = ByteSize(bytes: 8 * 1024)
+    public var headers = ByteSize(bytes: 64 * 1024)
+    /// Open client connections per listener; beyond it new connections are closed at once.
+    public var maxConnections = 10_000
+    public init() {}
+}
+
+public struct TimeoutsConfig: Sendable, Equatable {
+    /// From connection open (or the end of the previous response) to a complete request head.
+    public var clientHeader = TimeSpan.seconds(30)
+    /// Idle keep-alive time between requests on a client connection.
+    public var idle = TimeSpan.seconds(60)
+    public var upstreamConnect = TimeSpan.seconds(10)
+    /// Longest wait for the next bytes of the upstream response (nginx's proxy_read_timeout).
+    public var upstreamResponse = TimeSpan.seconds(60)
+    /// A CONNECT tunnel with no bytes either way for this long is closed.
+    public var tunnelIdle = TimeSpan.seconds(300)
+    /// On SIGTERM/SIGINT, how long requests and tunnels in flight may take to finish.
+    public var drain = TimeSpan.seconds(30)
+    public init() {}
+}
+
+public struct UpstreamPoolConfig: Sendable, Equatable {
+    /// Idle keep-alive connections kept per upstream host:port on each event loop.
+    public var maxIdlePerHost = 32
+    public var idleTimeout = TimeSpan.seconds(60)
+    public init() {}
+}
+
+public struct DNSConfig: Sendable, Equatable {
+    /// How long a successful lookup is reused (getaddrinfo does not report TTLs).
+    public var cacheTTL = TimeSpan.seconds(60)
+    /// How long a failed lookup is remembered.
+    public var negativeTTL = TimeSpan.seconds(5)
+    public var maxEntries = 10_000
+    public init() {}
+}
+
+public enum AccessLogFormat: String, Sendable, Equatable, CaseIterable, Encodable {
+    case squid
+    case combined
+    case json
+}
+
+public enum AccessLogSink: Sendable, Equatable {
+    case stdout
+    case file(String)
+}
+
+public struct AccessLogConfig: Sendable, Equatable {
+    public var sink: AccessLogSink
+    public var format: AccessLogFormat
+
+    public init(sink: AccessLogSink, format: AccessLogFormat) {
+        self.sink = sink
+        self.format = format
+    }
+}
+
+public enum LogLevel: String, Sendable, Equatable, CaseIterable, Encodable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+public struct LoggingConfig: Sendable, Equatable {
+    public var access: [AccessLogConfig] = [AccessLogConfig(sink: .stdout, format: .squid)]
+    public var level: LogLevel = .info
+    public init() {}
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+func defaultViaName() -> String {
+    var buf = [CChar](repeating: 0, count: 256)
+    if gethostname(&buf, buf.count) == 0 {
+        let name = String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ",") }) { return name }
+    }
+    return "proxima"
+}

@@ -1,0 +1,540 @@
+import NIOCore
+
+/// HTTP versions Proxima speaks on either side.
+public enum HTTPVersion: Sendable, Equatable {
+    case http10
+    case http11
+
+    public var text: String { self == .http11 ? "HTTP/1.1" : "HTTP/1.0" }
+}
+
+/// Where one field line sits inside a parsed head's bytes. Offsets are relative to the head's
+/// first byte, so copying a field to another buffer needs no String.
+public struct FieldRange: Sendable, Equatable {
+    public var nameStart: Int
+    public var nameLength: Int
+    public var valueStart: Int
+    public var valueLength: Int
+    /// Start and end (exclusive, without the CRLF) of the whole field line.
+    public var lineStart: Int
+    public var lineEnd: Int
+}
+
+/// How the body of a message is delimited (RFC 9112 section 6).
+public enum BodyFraming: Sendable, Equatable {
+    case none
+    case length(Int)
+    case chunked
+    /// Response bodies only: the body runs until the server closes the connection.
+    case untilClose
+}
+
+/// Why a head was refused; each maps to the status code a client is told.
+public enum HeadError: Error, Sendable, Equatable {
+    case requestLineTooLong
+    case headersTooLarge
+    case malformed(String)
+    case unsupportedVersion
+    case notImplemented(String)
+
+    public var status: Int {
+        switch self {
+        case .requestLineTooLong: return 414
+        case .headersTooLarge: return 431
+        case .malformed: return 400
+        case .unsupportedVersion: return 505
+        case .notImplemented: return 501
+        }
+    }
+
+    public var reason: String {
+        switch self {
+        case .requestLineTooLong: return "the request line is longer than the configured limit"
+        case .headersTooLarge: return "the request header section is larger than the configured limit"
+        case .malformed(let why): return why
+        case .unsupportedVersion: return "only HTTP/1.0 and HTTP/1.1 are supported"
+        case .notImplemented(let why): return why
+        }
+    }
+}
+
+public struct HeadLimits: Sendable, Equatable {
+    public var maxRequestLine: Int
+    public var maxHeadBytes: Int
+    public var maxFields: Int
+
+    public init(maxRequestLine: Int = 8 * 1024, maxHeadBytes: Int = 64 * 1024, maxFields: Int = 256) {
+        self.maxRequestLine = maxRequestLine
+        self.maxHeadBytes = maxHeadBytes
+        self.maxFields = maxFields
+    }
+}
+
+/// Tokens of the `Connection` field that change what the proxy does, and the other names it
+/// lists (which are hop-by-hop for that one message).
+public struct ConnectionOptions: Sendable, Equatable {
+    public var close = false
+    public var keepAlive = false
+    public var upgrade = false
+    public var others: [String] = []
+}
+
+/// A parsed, validated request head. The bytes stay as received; fields point into them.
+public struct RequestHead: Sendable {
+    public var bytes: ByteBuffer
+    public var method: String
+    public var target: String
+    public var version: HTTPVersion
+    public var fields: [FieldRange]
+    public var framing: BodyFraming
+    public var connection: ConnectionOptions
+    /// Index into `fields` of the one `Host` field, if any.
+    public var hostField: Int?
+    public var expectsContinue: Bool
+
+    public var isHead: Bool { method == "HEAD" }
+    public var isConnect: Bool { method == "CONNECT" }
+
+    /// Whether the client wants the connection kept open after this exchange.
+    public var clientKeepAlive: Bool {
+        if connection.close { return false }
+        return version == .http11 || connection.keepAlive
+    }
+
+    public func name(_ field: FieldRange) -> String { bytes.string(at: field.nameStart, length: field.nameLength) }
+    public func value(_ field: FieldRange) -> String { bytes.string(at: field.valueStart, length: field.valueLength) }
+
+    /// Values of every field with that name (case-insensitive), in order.
+    public func values(_ name: String) -> [String] {
+        fields.compactMap { nameEquals($0, name) ? value($0) : nil }
+    }
+
+    public func firstValue(_ name: String) -> String? {
+        fields.first { nameEquals($0, name) }.map(value)
+    }
+
+    public func nameEquals(_ field: FieldRange, _ lowercasedName: String) -> Bool {
+        bytes.asciiCaseInsensitiveEquals(at: field.nameStart, length: field.nameLength, lowercasedName)
+    }
+}
+
+/// A parsed, validated response head from an upstream server.
+public struct ResponseHead: Sendable {
+    public var bytes: ByteBuffer
+    public var status: Int
+    public var version: HTTPVersion
+    /// Offset and length of the reason phrase (may be empty).
+    public var reasonStart: Int
+    public var reasonLength: Int
+    public var fields: [FieldRange]
+    public var framing: BodyFraming
+    public var connection: ConnectionOptions
+    /// The server's framing makes reusing the connection unsafe (e.g. both Content-Length and
+    /// Transfer-Encoding were sent).
+    public var mustClose: Bool
+
+    public var isInterim: Bool { status >= 100 && status < 200 }
+
+    /// Whether the upstream connection may carry another request after this response.
+    public var serverKeepAlive: Bool {
+        if mustClose || connection.close || framing == .untilClose { return false }
+        return version == .http11 || connection.keepAlive
+    }
+
+    public var reason: String { bytes.string(at: reasonStart, length: reasonLength) }
+
+    public func value(_ field: FieldRange) -> String { bytes.string(at: field.valueStart, length: field.valueLength) }
+
+    public func nameEquals(_ field: FieldRange, _ lowercasedName: String) -> Bool {
+        bytes.asciiCaseInsensitiveEquals(at: field.nameStart, length: field.nameLength, lowercasedName)
+    }
+
+    public func firstValue(_ name: String) -> String? {
+        fields.first { nameEquals($0, name) }.map(value)
+    }
+}
+
+public enum ParseResult<Head> {
+    /// More bytes are needed.
+    case incomplete
+    /// A head was parsed from the first `consumed` bytes.
+    case complete(Head, consumed: Int)
+}
+
+// MARK: - Byte classes
+
+@usableFromInline
+let tcharTable: [Bool] = {
+    var t = [Bool](repeating: false, count: 256)
+    for c in UInt8(ascii: "0")...UInt8(ascii: "9") { t[Int(c)] = true }
+    for c in UInt8(ascii: "a")...UInt8(ascii: "z") { t[Int(c)] = true }
+    for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { t[Int(c)] = true }
+    for c in "!#$%&'*+-.^_`|~".utf8 { t[Int(c)] = true }
+    return t
+}()
+
+@inline(__always) func isTchar(_ b: UInt8) -> Bool { tcharTable[Int(b)] }
+
+/// Field value bytes allowed by RFC 9110 section 5.5: VCHAR, obs-text, SP and HTAB.
+@inline(__always) func isFieldValueByte(_ b: UInt8) -> Bool {
+    b == 0x09 || (b >= 0x20 && b != 0x7F)
+}
+
+@inline(__always) func isOWS(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
+
+let CR: UInt8 = 0x0D
+let LF: UInt8 = 0x0A
+
+// MARK: - Parsing
+
+public enum HeadParser {
+    /// Parses a request head from the start of `buffer`'s readable bytes.
+    public static func parseRequest(_ buffer: ByteBuffer, limits: HeadLimits = HeadLimits()) throws(HeadError) -> ParseResult<RequestHead> {
+        let result: Result<ParseResult<RequestHead>, HeadError> = buffer.withUnsafeReadableBytes { raw in
+            parseRequestBytes(raw, buffer: buffer, limits: limits)
+        }
+        return try result.get()
+    }
+
+    /// Parses a response head. `requestMethod` decides whether a body can follow (HEAD).
+    public static func parseResponse(
+        _ buffer: ByteBuffer, requestMethod: String, limits: HeadLimits = HeadLimits()
+    ) throws(HeadError) -> ParseResult<ResponseHead> {
+        let result: Result<ParseResult<ResponseHead>, HeadError> = buffer.withUnsafeReadableBytes { raw in
+            parseResponseBytes(raw, buffer: buffer, requestMethod: requestMethod, limits: limits)
+        }
+        return try result.get()
+    }
+
+    /// Finds the end of the line starting at `start`: the index of its CR (which must be
+    /// followed by LF). Returns nil when the line is not complete yet.
+    @inline(__always)
+    static func lineEnd(_ raw: UnsafeRawBufferPointer, from start: Int, limit: Int) -> Result<Int?, HeadError> {
+        var i = start
+        let end = min(raw.count, limit)
+        while i < end {
+            let b = raw[i]
+            if b == LF { return .failure(.malformed("bare LF in the message head")) }
+            if b == CR {
+                if i + 1 >= raw.count { return .success(nil) }
+                if raw[i + 1] != LF { return .failure(.malformed("bare CR in the message head")) }
+                return .success(i)
+            }
+            i += 1
+        }
+        return .success(nil)
+    }
+
+    static func parseRequestBytes(_ raw: UnsafeRawBufferPointer, buffer: ByteBuffer, limits: HeadLimits) -> Result<ParseResult<RequestHead>, HeadError> {
+        // RFC 9112 section 2.2: a server SHOULD ignore at least one empty line before the request line.
+        var start = 0
+        while start + 1 < raw.count, raw[start] == CR, raw[start + 1] == LF, start < 8 { start += 2 }
+        if start < raw.count, raw[start] == LF { return .failure(.malformed("bare LF in the message head")) }
+
+        let requestLineEnd: Int
+        switch lineEnd(raw, from: start, limit: start + limits.maxRequestLine + 1) {
+        case .failure(let e): return .failure(e)
+        case .success(nil):
+            if raw.count - start > limits.maxRequestLine { return .failure(.requestLineTooLong) }
+            return .success(.incomplete)
+        case .success(let e?): requestLineEnd = e
+        }
+        if requestLineEnd - start > limits.maxRequestLine { return .failure(.requestLineTooLong) }
+
+        // request-line = method SP request-target SP HTTP-version
+        var i = start
+        while i < requestLineEnd, isTchar(raw[i]) { i += 1 }
+        if i == start || i >= requestLineEnd || raw[i] != 0x20 {
+            return .failure(.malformed("the request line is not 'METHOD target HTTP/1.1'"))
+        }
+        let methodEnd = i
+        i += 1
+        let targetStart = i
+        while i < requestLineEnd, raw[i] > 0x20, raw[i] < 0x7F { i += 1 }
+        if i == targetStart || i >= requestLineEnd || raw[i] != 0x20 {
+            return .failure(.malformed("the request target is empty or holds characters that are not allowed"))
+        }
+        let targetEnd = i
+        i += 1
+        guard let version = parseVersion(raw, from: i, to: requestLineEnd) else {
+            if requestLineEnd - i == 8, raw[i] == UInt8(ascii: "H"), matchesHTTPSlashDigitDotDigit(raw, i) {
+                return .failure(.unsupportedVersion)
+            }
+            return .failure(.malformed("the request line does not end with a valid HTTP version"))
+        }
+
+        var fields: [FieldRange] = []
+        var pos = requestLineEnd + 2
+        let headLimit = start + limits.maxHeadBytes
+        while true {
+            if pos >= headLimit { return .failure(.headersTooLarge) }
+            let le: Int
+            switch lineEnd(raw, from: pos, limit: headLimit) {
+            case .failure(let e): return .failure(e)
+            case .success(nil):
+                if raw.count >= headLimit { return .failure(.headersTooLarge) }
+                return .success(.incomplete)
+            case .success(let e?): le = e
+            }
+            if le == pos { pos += 2; break }
+            if fields.count >= limits.maxFields { return .failure(.headersTooLarge) }
+            switch parseField(raw, from: pos, to: le) {
+            case .failure(let e): return .failure(e)
+            case .success(let f): fields.append(f)
+            }
+            pos = le + 2
+        }
+
+        var head = RequestHead(
+            bytes: buffer.getSlice(at: buffer.readerIndex, length: pos)!,
+            method: String(decoding: UnsafeRawBufferPointer(rebasing: raw[start..<methodEnd]), as: UTF8.self),
+            target: String(decoding: UnsafeRawBufferPointer(rebasing: raw[targetStart..<targetEnd]), as: UTF8.self),
+            version: version, fields: fields, framing: .none, connection: ConnectionOptions(),
+            hostField: nil, expectsContinue: false)
+        if let error = analyzeRequest(&head) { return .failure(error) }
+        return .success(.complete(head, consumed: pos))
+    }
+
+    static func matchesHTTPSlashDigitDotDigit(_ raw: UnsafeRawBufferPointer, _ i: Int) -> Bool {
+        Array("HTTP/".utf8).enumerated().allSatisfy { raw[i + $0.offset] == $0.element }
+            && (0x30...0x39).contains(raw[i + 5]) && raw[i + 6] == UInt8(ascii: ".") && (0x30...0x39).contains(raw[i + 7])
+    }
+
+    static func parseVersion(_ raw: UnsafeRawBufferPointer, from: Int, to: Int) -> HTTPVersion? {
+        guard to - from == 8 else { return nil }
+        let prefix: [UInt8] = Array("HTTP/1.".utf8)
+        for k in 0..<7 where raw[from + k] != prefix[k] { return nil }
+        switch raw[from + 7] {
+        case UInt8(ascii: "1"): return .http11
+        case UInt8(ascii: "0"): return .http10
+        default: return nil
+        }
+    }
+
+    /// field-line = field-name ":" OWS field-value OWS
+    static func parseField(_ raw: UnsafeRawBufferPointer, from start: Int, to end: Int) -> Result<FieldRange, HeadError> {
+        if isOWS(raw[start]) {
+            return .failure(.malformed("obsolete line folding (a field line starting with whitespace) is not accepted"))
+        }
+        var i = start
+        while i < end, isTchar(raw[i]) { i += 1 }
+        if i == start || i >= end { return .failure(.malformed("a header field line has no valid name followed by ':'")) }
+        if raw[i] != UInt8(ascii: ":") {
+            if isOWS(raw[i]) { return .failure(.malformed("whitespace between a header field name and the colon")) }
+            return .failure(.malformed("a header field name holds a character that is not allowed"))
+        }
+        let nameEnd = i
+        i += 1
+        while i < end, isOWS(raw[i]) { i += 1 }
+        let valueStart = i
+        var valueEnd = i
+        while i < end {
+            let b = raw[i]
+            if !isFieldValueByte(b) { return .failure(.malformed("a header field value holds a control character")) }
+            if !isOWS(b) { valueEnd = i + 1 }
+            i += 1
+        }
+        return .success(FieldRange(
+            nameStart: start, nameLength: nameEnd - start, valueStart: valueStart,
+            valueLength: valueEnd - valueStart, lineStart: start, lineEnd: end))
+    }
+
+    /// Framing, Host and Connection rules for requests (RFC 9112 sections 3.2, 6, 9.6).
+    static func analyzeRequest(_ head: inout RequestHead) -> HeadError? {
+        var contentLength: Int?
+        var sawTE = false
+        var codings: [String] = []
+        for (index, f) in head.fields.enumerated() {
+            if head.nameEquals(f, "content-length") {
+                guard let n = parseContentLength(head.value(f)) else {
+                    return .malformed("invalid Content-Length")
+                }
+                if let prev = contentLength, prev != n { return .malformed("conflicting Content-Length values") }
+                contentLength = n
+            } else if head.nameEquals(f, "transfer-encoding") {
+                sawTE = true
+                codings += splitList(head.value(f)).map { $0.lowercased() }
+            } else if head.nameEquals(f, "host") {
+                if head.hostField != nil { return .malformed("more than one Host field") }
+                head.hostField = index
+            } else if head.nameEquals(f, "connection") || head.nameEquals(f, "proxy-connection") {
+                for token in splitList(head.value(f)) { head.connection.add(token) }
+            } else if head.nameEquals(f, "expect") {
+                let v = head.value(f).lowercased()
+                if v == "100-continue" { head.expectsContinue = true } else {
+                    return .malformed("unsupported Expect value (only 100-continue is known)")
+                }
+            }
+        }
+        if head.version == .http11, head.hostField == nil { return .malformed("an HTTP/1.1 request without a Host field") }
+        if sawTE {
+            if contentLength != nil { return .malformed("both Content-Length and Transfer-Encoding") }
+            if head.version == .http10 { return .malformed("Transfer-Encoding in an HTTP/1.0 request") }
+            if codings.last != "chunked" { return .malformed("Transfer-Encoding does not end with chunked") }
+            if codings.count != 1 {
+                return .notImplemented("transfer codings other than chunked are not supported: \(codings.joined(separator: ", "))")
+            }
+            head.framing = .chunked
+        } else if let n = contentLength {
+            head.framing = .length(n)
+        }
+        return nil
+    }
+
+    static func parseResponseBytes(
+        _ raw: UnsafeRawBufferPointer, buffer: ByteBuffer, requestMethod: String, limits: HeadLimits
+    ) -> Result<ParseResult<ResponseHead>, HeadError> {
+        let statusEnd: Int
+        switch lineEnd(raw, from: 0, limit: limits.maxHeadBytes) {
+        case .failure(let e): return .failure(e)
+        case .success(nil):
+            if raw.count >= limits.maxHeadBytes { return .failure(.headersTooLarge) }
+            return .success(.incomplete)
+        case .success(let e?): statusEnd = e
+        }
+        // status-line = HTTP-version SP status-code SP [ reason-phrase ]
+        guard statusEnd >= 12, let version = parseVersion(raw, from: 0, to: 8), raw[8] == 0x20 else {
+            return .failure(.malformed("the status line is not 'HTTP/1.x NNN reason'"))
+        }
+        var status = 0
+        for k in 9..<12 {
+            let d = raw[k]
+            guard d >= 0x30, d <= 0x39 else { return .failure(.malformed("the status code is not three digits")) }
+            status = status * 10 + Int(d - 0x30)
+        }
+        guard status >= 100 else { return .failure(.malformed("the status code is below 100")) }
+        var reasonStart = 12
+        if statusEnd > 12 {
+            guard raw[12] == 0x20 else { return .failure(.malformed("the status code is not followed by a space")) }
+            reasonStart = 13
+            for k in 13..<statusEnd where !isFieldValueByte(raw[k]) {
+                return .failure(.malformed("the reason phrase holds a control character"))
+            }
+        }
+        var fields: [FieldRange] = []
+        var pos = statusEnd + 2
+        while true {
+            if pos >= limits.maxHeadBytes { return .failure(.headersTooLarge) }
+            let le: Int
+            switch lineEnd(raw, from: pos, limit: limits.maxHeadBytes) {
+            case .failure(let e): return .failure(e)
+            case .success(nil):
+                if raw.count >= limits.maxHeadBytes { return .failure(.headersTooLarge) }
+                return .success(.incomplete)
+            case .success(let e?): le = e
+            }
+            if le == pos { pos += 2; break }
+            if fields.count >= limits.maxFields { return .failure(.headersTooLarge) }
+            switch parseField(raw, from: pos, to: le) {
+            case .failure(let e): return .failure(e)
+            case .success(let f): fields.append(f)
+            }
+            pos = le + 2
+        }
+        var head = ResponseHead(
+            bytes: buffer.getSlice(at: buffer.readerIndex, length: pos)!, status: status, version: version,
+            reasonStart: reasonStart, reasonLength: max(0, statusEnd - reasonStart), fields: fields,
+            framing: .none, connection: ConnectionOptions(), mustClose: false)
+        if let error = analyzeResponse(&head, requestMethod: requestMethod) { return .failure(error) }
+        return .success(.complete(head, consumed: pos))
+    }
+
+    /// RFC 9112 section 6.3, in its order of precedence.
+    static func analyzeResponse(_ head: inout ResponseHead, requestMethod: String) -> HeadError? {
+        var contentLength: Int?
+        var codings: [String] = []
+        var sawTE = false
+        for f in head.fields {
+            if head.nameEquals(f, "content-length") {
+                guard let n = parseContentLength(head.value(f)) else { return .malformed("invalid Content-Length from upstream") }
+                if let prev = contentLength, prev != n { return .malformed("conflicting Content-Length values from upstream") }
+                contentLength = n
+            } else if head.nameEquals(f, "transfer-encoding") {
+                sawTE = true
+                codings += splitList(head.value(f)).map { $0.lowercased() }
+            } else if head.nameEquals(f, "connection") {
+                for token in splitList(head.value(f)) { head.connection.add(token) }
+            }
+        }
+        if head.isInterim || head.status == 204 || head.status == 304 || requestMethod == "HEAD" {
+            head.framing = .none
+            return nil
+        }
+        if sawTE {
+            if contentLength != nil { head.mustClose = true }
+            // Codings under chunked (gzip, chunked) pass through unchanged; only chunked is framing.
+            head.framing = codings.last == "chunked" ? .chunked : .untilClose
+            return nil
+        }
+        if let n = contentLength {
+            head.framing = .length(n)
+            return nil
+        }
+        head.framing = .untilClose
+        return nil
+    }
+
+    /// Content-Length = 1*DIGIT, possibly a list of identical values ("5, 5").
+    public static func parseContentLength(_ value: String) -> Int? {
+        var result: Int?
+        for part in value.split(separator: ",", omittingEmptySubsequences: false) {
+            let trimmed = part.trimmingOWS()
+            guard !trimmed.isEmpty, trimmed.utf8.count <= 18, trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+                return nil
+            }
+            let n = Int(trimmed)!
+            if let r = result, r != n { return nil }
+            result = n
+        }
+        return result
+    }
+
+    /// Splits a comma-separated list field, trimming whitespace and dropping empty elements.
+    public static func splitList(_ value: String) -> [String] {
+        value.split(separator: ",").map { $0.trimmingOWS() }.filter { !$0.isEmpty }
+    }
+}
+
+extension ConnectionOptions {
+    mutating func add(_ token: String) {
+        switch token.lowercased() {
+        case "close": close = true
+        case "keep-alive": keepAlive = true
+        case "upgrade": upgrade = true
+        case let other: others.append(other)
+        }
+    }
+}
+
+extension Substring {
+    func trimmingOWS() -> String {
+        var s = self[...]
+        while let f = s.utf8.first, f == 0x20 || f == 0x09 { s = s.dropFirst() }
+        while let l = s.utf8.last, l == 0x20 || l == 0x09 { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+extension ByteBuffer {
+    /// Reads a string at an offset relative to the reader index.
+    @inlinable
+    public func string(at offset: Int, length: Int) -> String {
+        getString(at: readerIndex + offset, length: length) ?? ""
+    }
+
+    /// Compares bytes at an offset (relative to the reader index) with a lowercase ASCII string.
+    public func asciiCaseInsensitiveEquals(at offset: Int, length: Int, _ lowercased: String) -> Bool {
+        let utf8 = lowercased.utf8
+        guard utf8.count == length else { return false }
+        return withUnsafeReadableBytes { raw in
+            var i = offset
+            for c in utf8 {
+                var b = raw[i]
+                if b >= 0x41, b <= 0x5A { b |= 0x20 }
+                if b != c { return false }
+                i += 1
+            }
+            return true
+        }
+    }
+}

@@ -1,0 +1,123 @@
+/// The destination of a forward-proxy request: from an absolute-form URI (`http://host:port/path`)
+/// or, for CONNECT, an authority-form target (`host:port`). RFC 9112 section 3.2.
+public struct RequestTarget: Sendable, Equatable {
+    public var scheme: String
+    /// Lowercased host name or IP literal, without brackets.
+    public var host: String
+    public var port: Int
+    /// Origin-form path and query to send upstream ("/" when the URI had none).
+    public var pathAndQuery: String
+    /// Whether the URI named the port explicitly.
+    public var explicitPort: Bool
+
+    /// `host` for the Host field and logs: IPv6 literals in brackets, the port only when not default.
+    public var authority: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        let defaultPort = scheme == "https" ? 443 : 80
+        return port == defaultPort && !explicitPort ? h : "\(h):\(port)"
+    }
+
+    public init(scheme: String, host: String, port: Int, pathAndQuery: String, explicitPort: Bool) {
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.pathAndQuery = pathAndQuery
+        self.explicitPort = explicitPort
+    }
+
+    public enum Failure: Error, Equatable, Sendable {
+        case notAbsolute
+        case unsupportedScheme(String)
+        case invalid(String)
+    }
+
+    /// Parses `scheme://authority[/path][?query]`.
+    public static func parseAbsolute(_ target: String) throws(Failure) -> RequestTarget {
+        guard let colon = target.firstIndex(of: ":"), target[colon...].hasPrefix("://") else { throw .notAbsolute }
+        let scheme = target[..<colon].lowercased()
+        guard !scheme.isEmpty, scheme.utf8.allSatisfy({ isSchemeByte($0) }) else { throw .invalid("bad URI scheme") }
+        let rest = target[target.index(colon, offsetBy: 3)...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        var path = String(rest[authorityEnd...])
+        if path.contains("#") { throw .invalid("a fragment (#) is not allowed in a request target") }
+        if path.isEmpty { path = "/" } else if path.first == "?" { path = "/" + path }
+        let defaultPort: Int
+        switch scheme {
+        case "http": defaultPort = 80
+        case "https": defaultPort = 443
+        default: throw .unsupportedScheme(scheme)
+        }
+        let (host, port, explicit) = try parseAuthority(authority, defaultPort: defaultPort)
+        return RequestTarget(scheme: scheme, host: host, port: port, pathAndQuery: path, explicitPort: explicit)
+    }
+
+    /// Parses a CONNECT target: `host:port`, the port required.
+    public static func parseAuthorityForm(_ target: String) throws(Failure) -> RequestTarget {
+        let (host, port, explicit) = try parseAuthority(Substring(target), defaultPort: nil)
+        guard explicit else { throw .invalid("a CONNECT target needs a port") }
+        return RequestTarget(scheme: "tcp", host: host, port: port, pathAndQuery: "", explicitPort: true)
+    }
+
+    static func parseAuthority(_ authority: Substring, defaultPort: Int?) throws(Failure) -> (String, Int, Bool) {
+        if authority.contains("@") { throw .invalid("user information in the URI is not allowed") }
+        var hostPart: Substring
+        var portPart: Substring?
+        if authority.first == "[" {
+            guard let close = authority.firstIndex(of: "]") else { throw .invalid("unterminated IPv6 literal") }
+            hostPart = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            if !after.isEmpty {
+                guard after.first == ":" else { throw .invalid("junk after an IPv6 literal") }
+                portPart = after.dropFirst()
+            }
+            guard !hostPart.isEmpty, hostPart.utf8.allSatisfy({ isHexDigit($0) || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") }) else {
+                throw .invalid("bad IPv6 literal")
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            hostPart = authority[..<colon]
+            portPart = authority[authority.index(after: colon)...]
+        } else {
+            hostPart = authority
+        }
+        guard !hostPart.isEmpty, hostPart.utf8.count <= 255 else { throw .invalid("empty or overlong host") }
+        if authority.first != "[" {
+            guard hostPart.utf8.allSatisfy({ isRegNameByte($0) }) else { throw .invalid("the host holds characters that are not allowed") }
+        }
+        var port = defaultPort ?? 0
+        var explicit = false
+        if let p = portPart {
+            if p.isEmpty, let d = defaultPort {
+                port = d
+            } else {
+                guard p.utf8.count <= 5, p.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = Int(p), n >= 1, n <= 65535 else {
+                    throw .invalid("bad port")
+                }
+                port = n
+                explicit = true
+            }
+        }
+        return (hostPart.lowercased(), port, explicit)
+    }
+
+    static func isSchemeByte(_ b: UInt8) -> Bool {
+        (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39) || b == 0x2B || b == 0x2D || b == 0x2E
+    }
+
+    static func isHexDigit(_ b: UInt8) -> Bool {
+        (b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x66) || (b >= 0x41 && b <= 0x46)
+    }
+
+    /// reg-name characters (unreserved, pct-encoded, sub-delims) of RFC 3986.
+    static func isRegNameByte(_ b: UInt8) -> Bool {
+        if (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39) { return true }
+        switch b {
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"),
+            UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("),
+            UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"),
+            UInt8(ascii: "="):
+            return true
+        default: return false
+        }
+    }
+}

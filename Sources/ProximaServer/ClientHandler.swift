@@ -1,0 +1,887 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ProximaHTTP1
+import ProximaPolicy
+import ProximaTelemetry
+
+/// One client connection of a forward listener: reads requests, runs the policy, forwards to the
+/// origin over a pooled upstream connection or tunnels CONNECT, and relays responses.
+///
+/// Bytes are framed by ProximaHTTP1 and passed on as slices; nothing is decoded into messages
+/// and re-encoded. Back-pressure: this handler withholds `read` while the upstream cannot take
+/// more, and the upstream handler withholds its reads while this channel cannot.
+final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Phase {
+        /// Waiting for (the rest of) a request head.
+        case head
+        /// Resolving or connecting to the upstream; body bytes wait in `inbound`.
+        case connecting
+        /// Request sent (body may still stream), response being relayed.
+        case forwarding
+        case tunnel
+        /// Last response written; waiting for the client to close (lingering close).
+        case closing
+    }
+
+    enum RequestBody {
+        case done
+        case length(Int)
+        case chunked(ChunkedScanner)
+    }
+
+    enum ResponseBody {
+        case head
+        case length(Int)
+        case chunked(ChunkedScanner, decode: Bool)
+        case untilClose
+        case done
+    }
+
+    /// The request in flight.
+    final class Current {
+        var record: Exchange
+        let head: RequestHead
+        var target: RequestTarget?
+        let started: NIODeadline
+        var clientKeepAlive: Bool
+        var requestBody: RequestBody
+        var upstream: UpstreamConnection?
+        var reusedConnection = false
+        var attempts = 0
+        var responseHeadBuffer: ByteBuffer?
+        var response: ResponseBody = .head
+        var responseStarted = false
+        var upstreamReusable = true
+        var lastUpstreamActivity: NIODeadline
+        var tunnelClientClosed = false
+        var tunnelUpstreamClosed = false
+        let wantsHTML: Bool
+
+        init(record: Exchange, head: RequestHead, now: NIODeadline) {
+            self.record = record
+            self.head = head
+            self.started = now
+            self.clientKeepAlive = head.clientKeepAlive
+            switch head.framing {
+            case .length(let n) where n > 0: requestBody = .length(n)
+            case .chunked: requestBody = .chunked(ChunkedScanner())
+            default: requestBody = .done
+            }
+            self.lastUpstreamActivity = now
+            self.wantsHTML = head.firstValue("accept")?.contains("text/html") ?? false
+        }
+
+        var requestBodyDone: Bool {
+            if case .done = requestBody { return true }
+            return false
+        }
+
+        var isIdempotent: Bool {
+            ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].contains(head.method)
+        }
+    }
+
+    let settings: RuntimeSettings
+    let services: ServerServices
+    let listenerName: String
+    private var context: ChannelHandlerContext?
+    private var clientText = "-"
+    private var clientIP: IPAddress?
+    private var inbound: ByteBuffer?
+    private var phase: Phase = .head
+    private var current: Current?
+    private var pendingRead = false
+    private var inputClosed = false
+    private var quiescing = false
+    private var servedRequests = 0
+    /// When the current head must be complete (header-read or keep-alive idle timeout).
+    private var headDeadline: NIODeadline = .now()
+    private var waitingIdle = false
+    private var timer: Scheduled<Void>?
+    private var timerAt: NIODeadline?
+    private var upstreamNeedsFlush = false
+
+    init(settings: RuntimeSettings, services: ServerServices, listenerName: String) {
+        self.settings = settings
+        self.services = services
+        self.listenerName = listenerName
+    }
+
+    // MARK: - Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if let remote = context.channel.remoteAddress {
+            clientText = remote.ipAddress ?? "-"
+            clientIP = remote.ipAddress.flatMap { IPAddress($0) }
+        }
+        headDeadline = .now() + settings.clientHeaderTimeout
+        ensureTimer(at: headDeadline)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        if phase == .closing { return }
+        if inbound == nil || inbound!.readableBytes == 0 {
+            inbound = buffer
+        } else {
+            inbound!.writeBuffer(&buffer)
+        }
+        if phase == .head, waitingIdle {
+            waitingIdle = false
+            headDeadline = .now() + settings.clientHeaderTimeout
+        }
+        processInbound()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushUpstream()
+        context.flush()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            inputClosed = true
+            clientInputClosed()
+            return
+        }
+        if event is ChannelShouldQuiesceEvent {
+            quiescing = true
+            if phase == .head, current == nil, (inbound?.readableBytes ?? 0) == 0 {
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        if let cur = current {
+            if let up = cur.upstream {
+                cur.upstream = nil
+                up.close()
+            }
+            if phase != .closing {
+                if cur.record.result != .tunnel { cur.record.result = .missAborted }
+                if cur.record.detail == nil { cur.record.detail = "client closed the connection" }
+                log(cur)
+            }
+            current = nil
+        }
+        phase = .closing
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // Connection resets and the like: nothing to tell the client, it is gone.
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { current?.upstream?.handler.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if shouldPauseReading {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    private var shouldPauseReading: Bool {
+        if let up = current?.upstream, !up.channel.isWritable { return true }
+        return (inbound?.readableBytes ?? 0) > settings.maxBufferedInbound
+    }
+
+    private func resumeReadingIfNeeded() {
+        guard pendingRead, !shouldPauseReading, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    // MARK: - Requests
+
+    private func processInbound() {
+        while true {
+            switch phase {
+            case .head:
+                guard let buf = inbound, buf.readableBytes > 0 else { return resumeReadingIfNeeded() }
+                let parsed: ParseResult<RequestHead>
+                do {
+                    parsed = try HeadParser.parseRequest(buf, limits: settings.headLimits)
+                } catch {
+                    return rejectMalformed(error)
+                }
+                guard case .complete(let head, let consumed) = parsed else { return resumeReadingIfNeeded() }
+                inbound!.moveReaderIndex(forwardBy: consumed)
+                startExchange(head, headBytes: consumed)
+            case .connecting, .closing:
+                return
+            case .forwarding:
+                forwardRequestBody()
+                return resumeReadingIfNeeded()
+            case .tunnel:
+                if let up = current?.upstream, var buf = inbound, buf.readableBytes > 0 {
+                    current!.record.bytesIn += buf.readableBytes
+                    inbound = nil
+                    up.channel.write(buf.readSlice(length: buf.readableBytes)!, promise: nil)
+                    upstreamNeedsFlush = true
+                    current!.lastUpstreamActivity = .now()
+                }
+                return resumeReadingIfNeeded()
+            }
+        }
+    }
+
+    private func startExchange(_ head: RequestHead, headBytes: Int) {
+        let (sec, nsec) = wallClock()
+        var record = Exchange(startSeconds: sec, startNanoseconds: nsec, client: clientText, listener: listenerName)
+        record.method = head.method
+        record.url = head.target
+        record.version = head.version.text
+        record.bytesIn = headBytes
+        record.userAgent = head.firstValue("user-agent")
+        record.referer = head.firstValue("referer")
+        let cur = Current(record: record, head: head, now: .now())
+        if quiescing { cur.clientKeepAlive = false }
+        current = cur
+        servedRequests += 1
+        phase = .connecting
+
+        if head.isConnect {
+            let target: RequestTarget
+            do {
+                target = try RequestTarget.parseAuthorityForm(head.target)
+            } catch {
+                return respondLocally(400, "The CONNECT target must be host:port.", result: .none)
+            }
+            cur.target = target
+            guard settings.connectPorts.contains(target.port) else {
+                let ports = settings.connectPorts.sorted().map(String.init).joined(separator: ", ")
+                cur.record.detail = "CONNECT port \(target.port) not in connect.allowed_ports"
+                return respondLocally(403, "CONNECT to port \(target.port) is not allowed (connect.allowed_ports: \(ports)).", result: .denied)
+            }
+            guard checkAccess(cur, target) else { return }
+            cur.record.result = .tunnel
+            return connectUpstream(cur, target, reuse: false)
+        }
+
+        if head.target.hasPrefix("/") || head.target == "*" {
+            return respondLocally(
+                400,
+                "This is Proxima, a forward proxy. Requests must use an absolute URL (http://host/path): configure your client to use this address as its HTTP proxy.",
+                result: .none)
+        }
+        let target: RequestTarget
+        do {
+            target = try RequestTarget.parseAbsolute(head.target)
+        } catch .unsupportedScheme(let scheme) {
+            return respondLocally(501, "The URL scheme '\(scheme)' is not supported; only http:// URLs are forwarded (https goes through CONNECT).", result: .none)
+        } catch .invalid(let why) {
+            return respondLocally(400, "Invalid URL: \(why).", result: .none)
+        } catch {
+            return respondLocally(400, "Invalid URL.", result: .none)
+        }
+        guard target.scheme == "http" else {
+            return respondLocally(501, "https:// URLs are not fetched by the proxy in plain form; clients reach them through CONNECT.", result: .none)
+        }
+        cur.target = target
+        if HeadWriter.viaContains(head, pseudonym: settings.viaName) {
+            cur.record.detail = "forwarding loop (Via names \(settings.viaName))"
+            return respondLocally(508, "Forwarding loop detected: this request already passed through this proxy (\(settings.viaName)).", result: .denied)
+        }
+        guard checkAccess(cur, target) else { return }
+        cur.record.result = .miss
+        connectUpstream(cur, target, reuse: true)
+    }
+
+    private func checkAccess(_ cur: Current, _ target: RequestTarget) -> Bool {
+        guard let ip = clientIP else {
+            respondLocally(403, "The client address is unknown.", result: .denied)
+            return false
+        }
+        let decision = settings.policy.evaluate(AccessRequest(client: ip, method: cur.head.method, host: target.host, port: target.port))
+        if decision.allowed { return true }
+        cur.record.detail = decision.rule.map { "rule \($0)" } ?? "default deny"
+        respondLocally(403, "Access denied: \(decision.explanation).", result: .denied)
+        return false
+    }
+
+    // MARK: - Upstream connection
+
+    private func connectUpstream(_ cur: Current, _ target: RequestTarget, reuse: Bool) {
+        guard let context else { return }
+        let loop = context.eventLoop
+        let key = "\(target.host):\(target.port)"
+        let pool = services.pools.pool(for: loop)
+        cur.attempts += 1
+        if reuse, let conn = pool?.checkout(key) {
+            cur.reusedConnection = true
+            return attach(conn, cur)
+        }
+        cur.reusedConnection = false
+        let connectTimeout = settings.connectTimeout
+        let resolved = services.resolver.resolve(host: target.host, port: target.port, on: loop)
+        resolved.flatMap { addresses in
+            Self.connect(to: Array(addresses.prefix(4)), index: 0, on: loop, timeout: connectTimeout, lastError: nil)
+        }.assumeIsolated().whenComplete { [self] result in
+            guard self.current === cur, self.phase == .connecting else {
+                if case .success(let channel) = result { channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .success(let channel):
+                guard let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self) else {
+                    channel.close(promise: nil)
+                    return self.respondLocally(502, "Internal error setting up the upstream connection.", result: .none)
+                }
+                self.attach(UpstreamConnection(channel: channel, handler: handler, key: key), cur)
+            case .failure(let error):
+                self.connectFailed(cur, target, error)
+            }
+        }
+    }
+
+    private static func connect(
+        to addresses: [SocketAddress], index: Int, on loop: EventLoop, timeout: TimeAmount, lastError: Error?
+    ) -> EventLoopFuture<Channel> {
+        guard index < addresses.count else {
+            return loop.makeFailedFuture(lastError ?? ResolveError(host: "?", message: "no address"))
+        }
+        return ClientBootstrap(group: loop)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
+                }
+            }
+            .connect(to: addresses[index])
+            .flatMapError { error in
+                connect(to: addresses, index: index + 1, on: loop, timeout: timeout, lastError: error)
+            }
+    }
+
+    private func connectFailed(_ cur: Current, _ target: RequestTarget, _ error: Error) {
+        let what = target.port == 80 || cur.head.isConnect ? "\(target.host):\(target.port)" : target.authority
+        if let e = error as? ResolveError {
+            cur.record.detail = e.description
+            return respondLocally(502, "Cannot resolve \(target.host): \(e.message).", result: cur.record.result)
+        }
+        if error is ChannelError, case .connectTimeout = error as! ChannelError {
+            cur.record.detail = "connect timeout to \(what)"
+            return respondLocally(504, "Timed out connecting to \(what).", result: cur.record.result)
+        }
+        cur.record.detail = "cannot connect to \(what): \(error)"
+        respondLocally(502, "Cannot connect to \(what): \(Self.describe(error)).", result: cur.record.result)
+    }
+
+    static func describe(_ error: Error) -> String {
+        if let io = error as? IOError { return io.description }
+        if let c = error as? NIOConnectionError, let first = c.connectionErrors.first { return "\(first.error)" }
+        return "\(error)"
+    }
+
+    private func attach(_ conn: UpstreamConnection, _ cur: Current) {
+        guard let context else {
+            conn.close()
+            return
+        }
+        conn.handler.owner = self
+        cur.upstream = conn
+        cur.record.upstream = conn.remote
+        cur.lastUpstreamActivity = .now()
+        if cur.head.isConnect {
+            phase = .tunnel
+            var ok = context.channel.allocator.buffer(capacity: 64)
+            ok.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
+            cur.record.status = 200
+            cur.record.bytesOut += ok.readableBytes
+            context.writeAndFlush(wrapOutboundOut(ok), promise: nil)
+            ensureTimer(at: .now() + settings.tunnelIdleTimeout)
+            processInbound()
+            flushUpstream()
+            return
+        }
+        var out = conn.channel.allocator.buffer(capacity: cur.head.bytes.readableBytes + 128)
+        HeadWriter.writeUpstreamRequest(
+            cur.head, target: cur.target!, via: settings.via, forwardedFor: settings.forwardedFor,
+            clientIP: clientText, into: &out)
+        conn.channel.write(out, promise: nil)
+        upstreamNeedsFlush = true
+        phase = .forwarding
+        forwardRequestBody()
+        flushUpstream()
+        ensureTimer(at: .now() + settings.responseTimeout)
+        resumeReadingIfNeeded()
+    }
+
+    private func flushUpstream() {
+        guard upstreamNeedsFlush else { return }
+        upstreamNeedsFlush = false
+        current?.upstream?.channel.flush()
+    }
+
+    /// Moves request body bytes from `inbound` to the upstream, as framed by the request head.
+    private func forwardRequestBody() {
+        guard let cur = current, let up = cur.upstream, var buf = inbound, buf.readableBytes > 0 else { return }
+        switch cur.requestBody {
+        case .done:
+            return
+        case .length(let remaining):
+            let take = min(remaining, buf.readableBytes)
+            up.channel.write(buf.readSlice(length: take)!, promise: nil)
+            cur.requestBody = remaining - take == 0 ? .done : .length(remaining - take)
+            cur.record.bytesIn += take
+        case .chunked(var scanner):
+            let consumed: Int
+            do {
+                consumed = try buf.withUnsafeReadableBytes { raw in try scanner.scan(raw) { _, _ in } }
+            } catch {
+                cur.upstreamReusable = false
+                inbound = nil
+                cur.record.detail = "bad chunked request body: \(error)"
+                if !cur.responseStarted {
+                    return respondLocally(400, "The chunked request body is malformed.", result: .none)
+                }
+                return abortExchange()
+            }
+            up.channel.write(buf.readSlice(length: consumed)!, promise: nil)
+            cur.requestBody = scanner.isDone ? .done : .chunked(scanner)
+            cur.record.bytesIn += consumed
+        }
+        inbound = buf.readableBytes > 0 ? buf : nil
+        upstreamNeedsFlush = true
+        cur.lastUpstreamActivity = .now()
+    }
+
+    // MARK: - UpstreamOwner
+
+    var clientWritable: Bool { context?.channel.isWritable ?? false }
+
+    func upstreamWritabilityChanged(writable: Bool) {
+        if writable { resumeReadingIfNeeded() }
+    }
+
+    func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    func upstreamRead(_ data: ByteBuffer) {
+        guard let cur = current, let context else { return }
+        cur.lastUpstreamActivity = .now()
+        if phase == .tunnel {
+            cur.record.bytesOut += data.readableBytes
+            context.write(wrapOutboundOut(data), promise: nil)
+            return
+        }
+        guard phase == .forwarding else { return }
+        var buf = data
+        while buf.readableBytes > 0 {
+            switch cur.response {
+            case .head:
+                var headBuf: ByteBuffer
+                if var pending = cur.responseHeadBuffer {
+                    pending.writeBuffer(&buf)
+                    headBuf = pending
+                } else {
+                    headBuf = buf
+                }
+                buf.moveReaderIndex(to: buf.writerIndex)
+                let parsed: ParseResult<ResponseHead>
+                do {
+                    parsed = try HeadParser.parseResponse(headBuf, requestMethod: cur.head.method, limits: HeadLimits(maxHeadBytes: settings.headLimits.maxHeadBytes))
+                } catch {
+                    cur.responseHeadBuffer = nil
+                    return upstreamFailed(cur, status: 502, "The upstream server sent an invalid response head (\(error.reason)).")
+                }
+                guard case .complete(let head, let consumed) = parsed else {
+                    cur.responseHeadBuffer = headBuf
+                    return
+                }
+                cur.responseHeadBuffer = nil
+                headBuf.moveReaderIndex(forwardBy: consumed)
+                buf = headBuf
+                if head.isInterim {
+                    if head.status == 101 {
+                        return upstreamFailed(cur, status: 502, "The upstream server switched protocols without being asked to.")
+                    }
+                    if cur.head.version == .http11 {
+                        var out = context.channel.allocator.buffer(capacity: head.bytes.readableBytes)
+                        HeadWriter.writeClientResponse(head, framing: .none, via: nil, connection: .none, into: &out)
+                        cur.record.bytesOut += out.readableBytes
+                        context.write(wrapOutboundOut(out), promise: nil)
+                    }
+                    continue
+                }
+                beginResponse(cur, head, context)
+            case .length(let remaining):
+                let take = min(remaining, buf.readableBytes)
+                cur.record.bytesOut += take
+                context.write(wrapOutboundOut(buf.readSlice(length: take)!), promise: nil)
+                cur.response = remaining - take == 0 ? .done : .length(remaining - take)
+            case .chunked(var scanner, let decode):
+                let consumed: Int
+                do {
+                    if decode {
+                        let base = buf
+                        var pieces: [ByteBuffer] = []
+                        consumed = try buf.withUnsafeReadableBytes { raw in
+                            try scanner.scan(raw) { start, count in
+                                pieces.append(base.getSlice(at: base.readerIndex + start, length: count)!)
+                            }
+                        }
+                        for p in pieces {
+                            cur.record.bytesOut += p.readableBytes
+                            context.write(wrapOutboundOut(p), promise: nil)
+                        }
+                        buf.moveReaderIndex(forwardBy: consumed)
+                    } else {
+                        consumed = try buf.withUnsafeReadableBytes { raw in try scanner.scan(raw) { _, _ in } }
+                        cur.record.bytesOut += consumed
+                        context.write(wrapOutboundOut(buf.readSlice(length: consumed)!), promise: nil)
+                    }
+                } catch {
+                    cur.record.detail = "bad chunked response body from upstream: \(error)"
+                    return abortExchange()
+                }
+                cur.response = scanner.isDone ? .done : .chunked(scanner, decode: decode)
+            case .untilClose:
+                cur.record.bytesOut += buf.readableBytes
+                context.write(wrapOutboundOut(buf), promise: nil)
+                buf.moveReaderIndex(to: buf.writerIndex)
+            case .done:
+                // More bytes than the response framing announced: never reuse this connection.
+                cur.upstreamReusable = false
+                buf.moveReaderIndex(to: buf.writerIndex)
+            }
+            if case .done = cur.response { return responseComplete(cur) }
+        }
+    }
+
+    private func beginResponse(_ cur: Current, _ head: ResponseHead, _ context: ChannelHandlerContext) {
+        cur.record.status = head.status
+        cur.record.contentType = head.firstValue("content-type")
+        if !head.serverKeepAlive { cur.upstreamReusable = false }
+        let framing: HeadWriter.ClientFraming
+        switch head.framing {
+        case .none:
+            framing = .none
+            cur.response = .done
+        case .length(let n):
+            framing = .length(n)
+            cur.response = n == 0 ? .done : .length(n)
+        case .chunked:
+            if cur.head.version == .http11 {
+                framing = .chunked
+                cur.response = .chunked(ChunkedScanner(), decode: false)
+            } else {
+                framing = .untilClose
+                cur.clientKeepAlive = false
+                cur.response = .chunked(ChunkedScanner(), decode: true)
+            }
+        case .untilClose:
+            framing = .untilClose
+            cur.clientKeepAlive = false
+            cur.response = .untilClose
+        }
+        if !cur.requestBodyDone {
+            // The server answered before the whole body arrived: the rest of the body cannot be
+            // told apart from a next request without reading it all, so the connection ends.
+            cur.clientKeepAlive = false
+        }
+        let connection: HeadWriter.ConnectionHeader =
+            !cur.clientKeepAlive ? .close : (cur.head.version == .http10 ? .keepAlive : .none)
+        var out = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 128)
+        HeadWriter.writeClientResponse(head, framing: framing, via: settings.via, connection: connection, into: &out)
+        cur.record.bytesOut += out.readableBytes
+        cur.responseStarted = true
+        context.write(wrapOutboundOut(out), promise: nil)
+    }
+
+    func upstreamInputClosed() {
+        guard let cur = current else { return }
+        if phase == .tunnel {
+            cur.tunnelUpstreamClosed = true
+            if cur.tunnelClientClosed { return finishTunnel(cur) }
+            // Pass the half-close on once everything before it has been written.
+            context?.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { [weak self] _ in
+                self?.context?.close(mode: .output, promise: nil)
+            }
+            return
+        }
+        upstreamEnded(cur, error: nil)
+    }
+
+    func upstreamClosed(_ error: Error?) {
+        guard let cur = current else { return }
+        cur.upstream = nil
+        if phase == .tunnel { return finishTunnel(cur) }
+        upstreamEnded(cur, error: error)
+    }
+
+    private func upstreamEnded(_ cur: Current, error: Error?) {
+        guard phase == .forwarding else { return }
+        cur.upstreamReusable = false
+        switch cur.response {
+        case .untilClose:
+            cur.response = .done
+            responseComplete(cur)
+        case .head where cur.responseHeadBuffer == nil && !cur.responseStarted:
+            // A pooled connection the server had already closed: retry once on a new one if
+            // the request is idempotent and has no body to replay.
+            if cur.reusedConnection, cur.isIdempotent, case .done = cur.requestBody, cur.head.framing == .none || cur.head.framing == .length(0), cur.attempts < 3 {
+                detachUpstream(cur, reusable: false)
+                phase = .connecting
+                return connectUpstream(cur, cur.target!, reuse: false)
+            }
+            let cause = error.map { ": \(Self.describe($0))" } ?? ""
+            upstreamFailed(cur, status: 502, "The upstream server \(cur.target!.authority) closed the connection without responding\(cause).")
+        case .head:
+            upstreamFailed(cur, status: 502, "The upstream server \(cur.target!.authority) closed the connection in the middle of the response head.")
+        case .done:
+            break
+        default:
+            cur.record.detail = "upstream closed the connection before the response body was complete"
+            abortExchange()
+        }
+    }
+
+    private func upstreamFailed(_ cur: Current, status: Int, _ message: String) {
+        cur.upstreamReusable = false
+        cur.record.detail = message
+        if cur.responseStarted { return abortExchange() }
+        detachUpstream(cur, reusable: false)
+        respondLocally(status, message, result: cur.record.result)
+    }
+
+    private func detachUpstream(_ cur: Current, reusable: Bool) {
+        guard let up = cur.upstream else { return }
+        cur.upstream = nil
+        up.handler.owner = nil
+        if reusable, let context, let pool = services.pools.pool(for: context.eventLoop) {
+            up.requestsServed += 1
+            pool.checkin(up, maxIdlePerHost: settings.maxIdlePerHost, idleTimeout: settings.poolIdleTimeout)
+        } else {
+            up.close()
+        }
+    }
+
+    private func responseComplete(_ cur: Current) {
+        let reusable = cur.upstreamReusable && cur.requestBodyDone
+        detachUpstream(cur, reusable: reusable)
+        if !cur.requestBodyDone { cur.clientKeepAlive = false }
+        finishExchange(cur)
+    }
+
+    // MARK: - Finishing
+
+    private func log(_ cur: Current) {
+        cur.record.durationNanoseconds = UInt64(max(0, (NIODeadline.now() - cur.started).nanoseconds))
+        settings.accessLog.record(cur.record)
+    }
+
+    private func finishExchange(_ cur: Current) {
+        guard let context else { return }
+        log(cur)
+        current = nil
+        let keepAlive = cur.clientKeepAlive && !quiescing && !inputClosed
+        if keepAlive {
+            phase = .head
+            context.flush()
+            waitingIdle = (inbound?.readableBytes ?? 0) == 0
+            headDeadline = .now() + (waitingIdle ? settings.idleTimeout : settings.clientHeaderTimeout)
+            ensureTimer(at: headDeadline)
+            processInbound()
+        } else {
+            closeAfterWrites()
+        }
+    }
+
+    /// The response was cut short after its head went out: the only honest signal left is to
+    /// close the client connection.
+    private func abortExchange() {
+        guard let cur = current, let context else { return }
+        detachUpstream(cur, reusable: false)
+        if cur.record.result == .miss { cur.record.result = .missAborted }
+        log(cur)
+        current = nil
+        phase = .closing
+        context.flush()
+        context.close(promise: nil)
+    }
+
+    private func finishTunnel(_ cur: Current) {
+        guard current === cur, let context else { return }
+        detachUpstream(cur, reusable: false)
+        log(cur)
+        current = nil
+        phase = .closing
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    private func clientInputClosed() {
+        switch phase {
+        case .tunnel:
+            guard let cur = current else { return }
+            cur.tunnelClientClosed = true
+            if cur.tunnelUpstreamClosed { return finishTunnel(cur) }
+            if let up = cur.upstream {
+                flushUpstream()
+                up.channel.writeAndFlush(ByteBuffer()).assumeIsolated().whenComplete { _ in
+                    up.channel.close(mode: .output, promise: nil)
+                }
+            }
+        case .head:
+            if current == nil { context?.close(promise: nil) }
+        case .closing:
+            context?.close(promise: nil)
+        case .connecting, .forwarding:
+            // The client finished sending; the response still goes out, then the connection ends.
+            if let cur = current, !cur.requestBodyDone {
+                cur.record.detail = "client closed before sending the whole request body"
+                abortExchange()
+            }
+        }
+    }
+
+    /// Sends what is queued, then shuts our side and waits (briefly) for the client to close, so
+    /// that unread request bytes do not turn the close into a reset that destroys the response.
+    private func closeAfterWrites() {
+        guard let context else { return }
+        phase = .closing
+        inbound = nil
+        if let up = current?.upstream { up.close() }
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { [weak self] _ in
+            guard let self, let context = self.context else { return }
+            if self.inputClosed {
+                context.close(promise: nil)
+            } else {
+                context.close(mode: .output, promise: nil)
+                self.ensureTimer(at: .now() + .seconds(2))
+            }
+        }
+        resumeReadingIfNeeded()
+    }
+
+    // MARK: - Local answers
+
+    private func respondLocally(_ status: Int, _ message: String, result: ResultCode) {
+        guard let context, let cur = current else { return }
+        cur.record.status = status
+        cur.record.result = result == .miss ? .miss : result
+        if cur.record.detail == nil, status >= 400 { cur.record.detail = message }
+        let mustClose = !cur.clientKeepAlive || !cur.requestBodyDone || status == 400 || quiescing
+        if !cur.requestBodyDone { inbound = nil }
+        let page = LocalResponse.make(
+            status: status, message: message, request: "\(cur.head.method) \(cur.head.target)", html: cur.wantsHTML,
+            close: mustClose, headRequest: cur.head.isHead, via: settings.via, allocator: context.channel.allocator)
+        cur.record.bytesOut += page.readableBytes
+        cur.responseStarted = true
+        context.write(wrapOutboundOut(page), promise: nil)
+        if mustClose { cur.clientKeepAlive = false }
+        finishExchange(cur)
+    }
+
+    /// A head that could not be parsed: answer with its status and close, since the stream can
+    /// no longer be trusted to be framed correctly.
+    private func rejectMalformed(_ error: HeadError) {
+        guard let context else { return }
+        let (sec, nsec) = wallClock()
+        var record = Exchange(startSeconds: sec, startNanoseconds: nsec, client: clientText, listener: listenerName)
+        record.status = error.status
+        record.result = .none
+        record.detail = error.reason
+        record.bytesIn = inbound?.readableBytes ?? 0
+        let wantsHTML = false
+        let page = LocalResponse.make(
+            status: error.status, message: "Proxima could not accept this request: \(error.reason).", request: nil,
+            html: wantsHTML, close: true, via: settings.via, allocator: context.channel.allocator)
+        record.bytesOut = page.readableBytes
+        settings.accessLog.record(record)
+        inbound = nil
+        context.write(wrapOutboundOut(page), promise: nil)
+        closeAfterWrites()
+    }
+
+    // MARK: - Timers
+
+    /// One scheduled check at a time; when it fires it re-evaluates what is due, so moving a
+    /// deadline later never needs a reschedule.
+    private func ensureTimer(at deadline: NIODeadline) {
+        guard let context else { return }
+        if let at = timerAt, at <= deadline { return }
+        timer?.cancel()
+        timerAt = deadline
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            self?.timerFired()
+        }
+    }
+
+    private func timerFired() {
+        timer = nil
+        timerAt = nil
+        guard let context else { return }
+        let now = NIODeadline.now()
+        switch phase {
+        case .head:
+            if now >= headDeadline {
+                if waitingIdle || (inbound?.readableBytes ?? 0) == 0 {
+                    context.close(promise: nil)
+                } else {
+                    rejectTimeout()
+                }
+            } else {
+                ensureTimer(at: headDeadline)
+            }
+        case .connecting:
+            // Connect attempts carry their own timeout.
+            ensureTimer(at: now + settings.connectTimeout)
+        case .forwarding:
+            guard let cur = current else { return }
+            let due = cur.lastUpstreamActivity + settings.responseTimeout
+            if now >= due {
+                let secs = settings.responseTimeout.nanoseconds / 1_000_000_000
+                upstreamFailed(cur, status: 504, "The upstream server \(cur.target!.authority) did not respond within \(secs)s.")
+            } else {
+                ensureTimer(at: due)
+            }
+        case .tunnel:
+            guard let cur = current else { return }
+            let due = cur.lastUpstreamActivity + settings.tunnelIdleTimeout
+            if now >= due {
+                cur.record.detail = "tunnel idle timeout"
+                finishTunnel(cur)
+            } else {
+                ensureTimer(at: due)
+            }
+        case .closing:
+            context.close(promise: nil)
+        }
+    }
+
+    private func rejectTimeout() {
+        guard let context else { return }
+        let page = LocalResponse.make(
+            status: 408, message: "The request head did not arrive in time.", request: nil, html: false, close: true,
+            via: settings.via, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(page), promise: nil)
+        closeAfterWrites()
+    }
+}

@@ -1,0 +1,75 @@
+import NIOCore
+
+/// Pages the proxy answers itself: errors, denials, and the page for requests aimed at the
+/// proxy. Short, saying why, HTML for browsers and plain text for everything else.
+enum LocalResponse {
+    static func reasonPhrase(_ status: Int) -> String {
+        switch status {
+        case 200: return "OK"
+        case 400: return "Bad Request"
+        case 403: return "Forbidden"
+        case 404: return "Not Found"
+        case 408: return "Request Timeout"
+        case 413: return "Content Too Large"
+        case 414: return "URI Too Long"
+        case 431: return "Request Header Fields Too Large"
+        case 501: return "Not Implemented"
+        case 502: return "Bad Gateway"
+        case 503: return "Service Unavailable"
+        case 504: return "Gateway Timeout"
+        case 505: return "HTTP Version Not Supported"
+        case 508: return "Loop Detected"
+        default: return "Error"
+        }
+    }
+
+    /// The complete response (head and body) as one buffer.
+    static func make(
+        status: Int, message: String, request: String?, html: Bool, close: Bool, headRequest: Bool = false,
+        via: String?, allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        let reason = reasonPhrase(status)
+        let body: String
+        if html {
+            let req = request.map { "<p>Request: <code>\(escapeHTML($0))</code></p>\n" } ?? ""
+            body = """
+                <!DOCTYPE html>
+                <html><head><meta charset="utf-8"><title>\(status) \(reason)</title>
+                <style>body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;color:#222}h1{font-size:1.4em}code{background:#eee;padding:0 .2em}</style>
+                </head><body><h1>\(status) \(reason)</h1>
+                <p>\(escapeHTML(message))</p>
+                \(req)<hr><p><small>Proxima \(proximaVersion)</small></p></body></html>
+
+                """
+        } else {
+            let req = request.map { "Request: \($0)\n" } ?? ""
+            body = "\(status) \(reason)\n\(message)\n\(req)-- Proxima \(proximaVersion)\n"
+        }
+        var out = allocator.buffer(capacity: body.utf8.count + 256)
+        out.writeString("HTTP/1.1 \(status) \(reason)\r\n")
+        out.writeString("Content-Type: \(html ? "text/html" : "text/plain"); charset=utf-8\r\n")
+        out.writeString("Content-Length: \(body.utf8.count)\r\n")
+        out.writeStaticString("Cache-Control: no-store\r\n")
+        if let via { out.writeString("Via: 1.1 \(via)\r\n") }
+        if close { out.writeStaticString("Connection: close\r\n") }
+        out.writeStaticString("\r\n")
+        if !headRequest { out.writeString(body) }
+        return out
+    }
+
+    static func escapeHTML(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.utf8.count)
+        for c in s {
+            switch c {
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "&": out += "&amp;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+}

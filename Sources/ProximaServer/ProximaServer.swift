@@ -1,0 +1,207 @@
+import Atomics
+import Logging
+import NIOCore
+import NIOExtras
+import NIOPosix
+import ProximaConfig
+import ProximaTelemetry
+import Synchronization
+
+public struct ServerStartError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// A running Proxima: its listeners, shared services and current configuration.
+///
+/// `start` binds every listener; `reload` applies a new configuration to new connections
+/// (binding added listeners, draining removed ones) without dropping any connection;
+/// `shutdown` stops accepting and lets what is in flight finish within the drain timeout.
+public final class ProximaServer: Sendable {
+    final class Listener: Sendable {
+        let name: String
+        let address: ListenAddress
+        let channel: Channel
+        let quiesce: ServerQuiescingHelper
+        let settings: Mutex<RuntimeSettings>
+        let open = ManagedAtomic<Int>(0)
+
+        init(name: String, address: ListenAddress, channel: Channel, quiesce: ServerQuiescingHelper, settings: RuntimeSettings) {
+            self.name = name
+            self.address = address
+            self.channel = channel
+            self.quiesce = quiesce
+            self.settings = Mutex(settings)
+        }
+    }
+
+    struct State {
+        var config: ProximaConfiguration
+        var listeners: [Listener] = []
+        var accessLog: AccessLogWriter
+        /// Writers replaced by a reload, closed at shutdown (connections may still use them).
+        var retiredLogs: [AccessLogWriter] = []
+        var started = false
+    }
+
+    private let state: Mutex<State>
+    private let services: ServerServices
+    private let ownsThreadPool: NIOThreadPool?
+    public let logger: Logger
+
+    public init(configuration: ProximaConfiguration, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "proxima")) throws {
+        let log = try Self.makeAccessLog(configuration)
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        self.ownsThreadPool = pool
+        let resolver = DNSResolver(
+            threadPool: pool, ttl: .nanoseconds(configuration.dns.cacheTTL.nanoseconds),
+            negativeTTL: .nanoseconds(configuration.dns.negativeTTL.nanoseconds), maxEntries: configuration.dns.maxEntries)
+        self.services = ServerServices(group: group, resolver: resolver, pools: UpstreamPools(group: group), logger: logger)
+        self.state = Mutex(State(config: configuration, accessLog: log))
+        self.logger = logger
+    }
+
+    static func makeAccessLog(_ config: ProximaConfiguration) throws -> AccessLogWriter {
+        try AccessLogWriter(config.logging.access.map { ($0.sink.destination, $0.format.lineFormat) })
+    }
+
+    public var configuration: ProximaConfiguration { state.withLock { $0.config } }
+
+    /// Bound addresses by listener name (useful when the configuration asked for port 0).
+    public var boundAddresses: [(name: String, address: SocketAddress)] {
+        state.withLock { s in s.listeners.compactMap { l in l.channel.localAddress.map { (l.name, $0) } } }
+    }
+
+    public func start() async throws {
+        let (config, log) = state.withLock { ($0.config, $0.accessLog) }
+        var bound: [Listener] = []
+        do {
+            for l in config.listeners {
+                bound.append(try await bind(l, settings: RuntimeSettings(config: config, accessLog: log)))
+            }
+        } catch {
+            for l in bound { try? await l.channel.close() }
+            throw error
+        }
+        state.withLock {
+            $0.listeners = bound
+            $0.started = true
+        }
+    }
+
+    private func bind(_ lc: ListenerConfig, settings: RuntimeSettings) async throws -> Listener {
+        let quiesce = ServerQuiescingHelper(group: services.group)
+        let services = self.services
+        let box = Mutex<Listener?>(nil)
+        let listenerName = lc.name
+        let bootstrap = ServerBootstrap(group: services.group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                guard let listener = box.withLock({ $0 }) else {
+                    return channel.close()
+                }
+                let settings = listener.settings.withLock { $0 }
+                let open = listener.open.wrappingIncrementThenLoad(ordering: .relaxed)
+                channel.closeFuture.whenComplete { _ in listener.open.wrappingDecrement(ordering: .relaxed) }
+                if open > settings.config.limits.maxConnections {
+                    // Over the limit: refuse this one, leave every established connection alone.
+                    return channel.close()
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ClientHandler(settings: settings, services: services, listenerName: listener.name))
+                }
+            }
+        let channel: Channel
+        do {
+            channel = try await bootstrap.bind(host: lc.address.host, port: lc.address.port).get()
+        } catch {
+            throw ServerStartError(description: "cannot listen on \(lc.address) (listener '\(listenerName)'): \(error)")
+        }
+        let listener = Listener(name: lc.name, address: lc.address, channel: channel, quiesce: quiesce, settings: settings)
+        box.withLock { $0 = listener }
+        logger.debug("listening", metadata: ["listener": "\(lc.name)", "address": "\(channel.localAddress?.description ?? "?")"])
+        return listener
+    }
+
+    /// Applies a new, already validated configuration. Listeners whose address is unchanged keep
+    /// their socket; new connections on them use the new settings. Removed listeners stop
+    /// accepting and drain.
+    public func reload(_ config: ProximaConfiguration) async throws {
+        let (oldConfig, oldListeners, oldLog) = state.withLock { ($0.config, $0.listeners, $0.accessLog) }
+        let log = config.logging.access == oldConfig.logging.access ? oldLog : try Self.makeAccessLog(config)
+        var kept: [Listener] = []
+        var added: [Listener] = []
+        do {
+            for lc in config.listeners {
+                let settings = RuntimeSettings(config: config, accessLog: log)
+                if lc.address.port != 0, let existing = oldListeners.first(where: { $0.address == lc.address }) {
+                    existing.settings.withLock { $0 = settings }
+                    kept.append(existing)
+                } else {
+                    added.append(try await bind(lc, settings: settings))
+                }
+            }
+        } catch {
+            for l in added { try? await l.channel.close() }
+            throw error
+        }
+        let removed = oldListeners.filter { old in !kept.contains { $0 === old } }
+        for l in removed { l.quiesce.initiateShutdown(promise: nil) }
+        state.withLock { s in
+            s.config = config
+            s.listeners = kept + added
+            if log !== oldLog {
+                s.retiredLogs.append(oldLog)
+                s.accessLog = log
+            }
+        }
+    }
+
+    /// Stops accepting, tells idle connections to close and busy ones to close after their
+    /// response, and waits up to `drainTimeout` for them.
+    public func shutdown(drainTimeout: TimeAmount? = nil) async {
+        let (listeners, config) = state.withLock { ($0.listeners, $0.config) }
+        let timeout = drainTimeout ?? .nanoseconds(config.timeouts.drain.nanoseconds)
+        var futures: [EventLoopFuture<Void>] = []
+        for l in listeners {
+            let p = l.channel.eventLoop.makePromise(of: Void.self)
+            l.quiesce.initiateShutdown(promise: p)
+            futures.append(p.futureResult)
+        }
+        let loop = services.group.next()
+        let all = EventLoopFuture.andAllComplete(futures, on: loop)
+        let timedOut = loop.scheduleTask(in: timeout) {}
+        await withCheckedContinuation { (k: CheckedContinuation<Void, Never>) in
+            let once = ManagedAtomic(false)
+            all.whenComplete { _ in if once.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged { k.resume() } }
+            timedOut.futureResult.whenComplete { _ in if once.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged { k.resume() } }
+        }
+        timedOut.cancel()
+        try? await services.pools.closeAll()?.get()
+        let logs = state.withLock { s -> [AccessLogWriter] in
+            s.listeners = []
+            return [s.accessLog] + s.retiredLogs
+        }
+        for l in logs { l.flush() }
+        try? await ownsThreadPool?.shutdownGracefully()
+    }
+
+    /// Writes out queued access-log records (tests use it before reading a log file).
+    public func flushAccessLog() {
+        state.withLock { $0.accessLog }.flush()
+    }
+
+    /// Open client connections per listener name.
+    public var openConnections: [String: Int] {
+        state.withLock { s in Dictionary(s.listeners.map { ($0.name, $0.open.load(ordering: .relaxed)) }, uniquingKeysWith: +) }
+    }
+}

@@ -1,0 +1,217 @@
+import NIOCore
+import NIOPosix
+
+/// What an upstream connection reports to whoever is using it (a client connection's handler).
+/// Both sides live on the same event loop, so these are plain calls.
+protocol UpstreamOwner: AnyObject {
+    func upstreamRead(_ buffer: ByteBuffer)
+    func upstreamReadComplete()
+    func upstreamInputClosed()
+    func upstreamClosed(_ error: Error?)
+    func upstreamWritabilityChanged(writable: Bool)
+    /// Whether the client side can take more bytes; when not, the upstream stops reading.
+    var clientWritable: Bool { get }
+}
+
+/// The only handler of an upstream channel: passes bytes to its owner and withholds reads while
+/// the owner's client cannot take more (back-pressure from the client to the server).
+final class UpstreamHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    weak var owner: (any UpstreamOwner)?
+    /// Set while the connection sits idle in a pool: any event then means it is unusable.
+    var onIdleEvent: (() -> Void)?
+    var context: ChannelHandlerContext?
+    var pendingRead = false
+    private(set) var error: Error?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        if let owner {
+            owner.upstreamRead(buffer)
+        } else {
+            onIdleEvent?()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        owner?.upstreamReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            if let owner { owner.upstreamInputClosed() } else { onIdleEvent?() }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let owner = self.owner
+        self.owner = nil
+        if let owner { owner.upstreamClosed(error) } else { onIdleEvent?() }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        self.error = error
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        owner?.upstreamWritabilityChanged(writable: context.channel.isWritable)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let owner, !owner.clientWritable {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    /// Called when the client side can take bytes again.
+    func resumeReading() {
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+}
+
+/// One upstream TCP connection and what the pool needs to know about it.
+final class UpstreamConnection {
+    let channel: Channel
+    let handler: UpstreamHandler
+    let key: String
+    let remote: String
+    var idleSince: NIODeadline = .now()
+    var requestsServed = 0
+
+    init(channel: Channel, handler: UpstreamHandler, key: String) {
+        self.channel = channel
+        self.handler = handler
+        self.key = key
+        self.remote = channel.remoteAddress?.logText ?? "-"
+    }
+
+    func close() {
+        handler.owner = nil
+        handler.onIdleEvent = nil
+        channel.close(promise: nil)
+    }
+}
+
+/// Idle keep-alive upstream connections of one event loop, by `host:port`. Used only on its
+/// loop, so it takes no lock (hence `@unchecked Sendable`: every entry point asserts the loop).
+final class UpstreamPool: @unchecked Sendable {
+    let eventLoop: EventLoop
+    private var idle: [String: [UpstreamConnection]] = [:]
+    private var sweeper: RepeatedTask?
+    private(set) var idleCount = 0
+
+    init(eventLoop: EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// The most recently used idle connection for `key` that is still open.
+    func checkout(_ key: String) -> UpstreamConnection? {
+        eventLoop.preconditionInEventLoop()
+        while var list = idle[key], let conn = list.popLast() {
+            idle[key] = list.isEmpty ? nil : list
+            idleCount -= 1
+            conn.handler.onIdleEvent = nil
+            if conn.channel.isActive { return conn }
+            conn.close()
+        }
+        return nil
+    }
+
+    /// Returns a connection whose last exchange completed cleanly.
+    func checkin(_ conn: UpstreamConnection, maxIdlePerHost: Int, idleTimeout: TimeAmount) {
+        eventLoop.preconditionInEventLoop()
+        guard maxIdlePerHost > 0, conn.channel.isActive else {
+            conn.close()
+            return
+        }
+        conn.handler.owner = nil
+        conn.idleSince = .now()
+        conn.handler.onIdleEvent = { [weak self, weak conn] in
+            // The server closed or sent unsolicited bytes: the connection cannot be reused.
+            guard let self, let conn else { return }
+            self.remove(conn)
+            conn.close()
+        }
+        var list = idle[conn.key] ?? []
+        if list.count >= maxIdlePerHost {
+            let oldest = list.removeFirst()
+            idleCount -= 1
+            oldest.close()
+        }
+        list.append(conn)
+        idle[conn.key] = list
+        idleCount += 1
+        // Idle connections must always be readable, or their close would go unnoticed.
+        conn.handler.resumeReading()
+        if sweeper == nil { startSweeper(idleTimeout: idleTimeout) }
+    }
+
+    private func remove(_ conn: UpstreamConnection) {
+        guard var list = idle[conn.key], let i = list.firstIndex(where: { $0 === conn }) else { return }
+        list.remove(at: i)
+        idle[conn.key] = list.isEmpty ? nil : list
+        idleCount -= 1
+    }
+
+    private func startSweeper(idleTimeout: TimeAmount) {
+        let interval = TimeAmount.nanoseconds(max(idleTimeout.nanoseconds / 4, 100_000_000))
+        sweeper = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [weak self] task in
+            guard let self else { return }
+            let cutoff = NIODeadline.now() - idleTimeout
+            for (key, list) in self.idle {
+                let (expired, fresh) = (list.filter { $0.idleSince < cutoff }, list.filter { $0.idleSince >= cutoff })
+                for c in expired { c.close() }
+                self.idleCount -= expired.count
+                self.idle[key] = fresh.isEmpty ? nil : fresh
+            }
+            if self.idle.isEmpty {
+                task.cancel()
+                self.sweeper = nil
+            }
+        }
+    }
+
+    func closeAll() {
+        sweeper?.cancel()
+        sweeper = nil
+        for (_, list) in idle { for c in list { c.close() } }
+        idle = [:]
+        idleCount = 0
+    }
+}
+
+/// One pool per event loop, so the request path never takes a lock.
+final class UpstreamPools: @unchecked Sendable {
+    // Written once at init, then read-only; each pool is only touched on its own loop.
+    private let pools: [ObjectIdentifier: UpstreamPool]
+
+    init(group: EventLoopGroup) {
+        var p: [ObjectIdentifier: UpstreamPool] = [:]
+        for loop in group.makeIterator() { p[ObjectIdentifier(loop)] = UpstreamPool(eventLoop: loop) }
+        self.pools = p
+    }
+
+    func pool(for loop: EventLoop) -> UpstreamPool? { pools[ObjectIdentifier(loop)] }
+
+    func closeAll() -> EventLoopFuture<Void>? {
+        var futures: [EventLoopFuture<Void>] = []
+        for pool in pools.values {
+            futures.append(pool.eventLoop.submit { pool.closeAll() })
+        }
+        guard let first = futures.first else { return nil }
+        return EventLoopFuture.andAllComplete(futures, on: first.eventLoop)
+    }
+}

@@ -1,0 +1,142 @@
+import Dispatch
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Where access-log lines go.
+public enum LogDestination: Sendable, Equatable {
+    case stdout
+    case file(String)
+}
+
+/// Writes access-log records off the event loops: `record` only appends to a queue under a
+/// lock; a serial dispatch queue formats and writes whatever accumulated, one `write` per
+/// batch and sink.
+public final class AccessLogWriter: Sendable {
+    struct Sink {
+        var fd: Int32
+        var ownsFD: Bool
+        var format: AccessLogLineFormat
+    }
+
+    struct State {
+        var pending: [Exchange] = []
+        var scheduled = false
+        var dropped = 0
+    }
+
+    private let state = Mutex(State())
+    private let sinks: Mutex<[Sink]>
+    private let queue = DispatchQueue(label: "proxima.access-log")
+    /// Records waiting beyond this are dropped (and counted) rather than growing without bound.
+    public let maxPending: Int
+
+    public enum OpenError: Error, CustomStringConvertible {
+        case cannotOpen(String, Int32)
+        public var description: String {
+            switch self {
+            case .cannotOpen(let path, let err): return "cannot open access log \(path): \(String(cString: strerror(err)))"
+            }
+        }
+    }
+
+    public init(_ outputs: [(LogDestination, AccessLogLineFormat)], maxPending: Int = 100_000) throws {
+        var opened: [Sink] = []
+        for (dest, format) in outputs {
+            switch dest {
+            case .stdout: opened.append(Sink(fd: 1, ownsFD: false, format: format))
+            case .file(let path):
+                let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+                if fd < 0 {
+                    let err = errno
+                    for s in opened where s.ownsFD { systemClose(s.fd) }
+                    throw OpenError.cannotOpen(path, err)
+                }
+                opened.append(Sink(fd: fd, ownsFD: true, format: format))
+            }
+        }
+        self.sinks = Mutex(opened)
+        self.maxPending = maxPending
+    }
+
+    /// Queues a record. Never blocks on I/O.
+    public func record(_ exchange: Exchange) {
+        let schedule: Bool = state.withLock { s in
+            if s.pending.count >= maxPending {
+                s.dropped += 1
+                return false
+            }
+            s.pending.append(exchange)
+            if s.scheduled { return false }
+            s.scheduled = true
+            return true
+        }
+        if schedule { queue.async { self.drain() } }
+    }
+
+    public var droppedCount: Int { state.withLock { $0.dropped } }
+
+    private func drain() {
+        var clock = LogClock()
+        while true {
+            let batch: [Exchange] = state.withLock { s in
+                let b = s.pending
+                s.pending.removeAll(keepingCapacity: true)
+                if b.isEmpty { s.scheduled = false }
+                return b
+            }
+            if batch.isEmpty { return }
+            sinks.withLock { sinks in
+                for sink in sinks {
+                    var text = ""
+                    text.reserveCapacity(batch.count * 160)
+                    for e in batch {
+                        text += sink.format.line(e, clock: &clock)
+                        text += "\n"
+                    }
+                    writeAll(sink.fd, text)
+                }
+            }
+        }
+    }
+
+    /// Writes everything queued so far before returning (used at shutdown and by tests).
+    public func flush() {
+        queue.sync { self.drain() }
+    }
+
+    public func shutdown() {
+        flush()
+        sinks.withLock { sinks in
+            for s in sinks where s.ownsFD { systemClose(s.fd) }
+            sinks.removeAll()
+        }
+    }
+}
+
+func writeAll(_ fd: Int32, _ text: String) {
+    var text = text
+    text.withUTF8 { buf in
+        var offset = 0
+        while offset < buf.count {
+            let n = write(fd, buf.baseAddress! + offset, buf.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            offset += n
+        }
+    }
+}
+
+func systemClose(_ fd: Int32) {
+    #if canImport(Glibc)
+    _ = Glibc.close(fd)
+    #else
+    _ = Darwin.close(fd)
+    #endif
+}

@@ -1,0 +1,48 @@
+/// Squid's result codes: what the proxy did with a request.
+public enum ResultCode: String, Sendable, Equatable {
+    /// Fetched from the origin.
+    case miss = "TCP_MISS"
+    /// A CONNECT tunnel.
+    case tunnel = "TCP_TUNNEL"
+    /// Refused by policy.
+    case denied = "TCP_DENIED"
+    /// Answered by the proxy itself without a fetch (bad requests, local pages).
+    case none = "TAG_NONE"
+    /// The client went away before the response was complete.
+    case missAborted = "TCP_MISS_ABORTED"
+}
+
+/// The record of one request (or one tunnel) as it passes through the proxy. Every phase adds
+/// to it; the access log writes it out at the end.
+public struct Exchange: Sendable {
+    /// Wall-clock start, seconds and nanoseconds since 1970.
+    public var startSeconds: Int
+    public var startNanoseconds: Int
+    public var durationNanoseconds: UInt64 = 0
+    public var client: String
+    public var listener: String
+    public var method: String = "-"
+    /// The URL, or host:port for CONNECT.
+    public var url: String = "-"
+    public var version: String = "HTTP/1.1"
+    public var status: Int = 0
+    /// Bytes received from the client (head and body) and sent to it.
+    public var bytesIn: Int = 0
+    public var bytesOut: Int = 0
+    /// The upstream address actually connected to (IP:port).
+    public var upstream: String?
+    public var result: ResultCode = .none
+    public var contentType: String?
+    public var userAgent: String?
+    public var referer: String?
+    public var user: String?
+    /// For denials: the rule that decided; for errors: what went wrong.
+    public var detail: String?
+
+    public init(startSeconds: Int, startNanoseconds: Int, client: String, listener: String) {
+        self.startSeconds = startSeconds
+        self.startNanoseconds = startNanoseconds
+        self.client = client
+        self.listener = listener
+    }
+}

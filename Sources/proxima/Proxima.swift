@@ -1,0 +1,144 @@
+import ArgumentParser
+import Logging
+import NIOCore
+import NIOPosix
+import ProximaConfig
+import ProximaServer
+import UnixSignals
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@main
+struct Proxima: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proxima",
+        abstract: "A forward proxy (HTTP and CONNECT) that is fast, safe by default and easy to watch.",
+        discussion: """
+            With no arguments, Proxima serves its built-in default: a forward proxy on 127.0.0.1:3128
+            that accepts clients from loopback and private networks only, tunnels CONNECT to port 443
+            only, and writes an access log line per request to stdout (Squid's format).
+
+            Examples:
+              proxima                                   # built-in default on 127.0.0.1:3128
+              proxima serve --config /etc/proxima.yaml  # run with a configuration file
+              proxima check --config /etc/proxima.yaml  # validate a file, list every problem
+              curl -x http://127.0.0.1:3128 http://example.com/
+
+            Signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the configuration file.
+            """,
+        version: proximaVersion,
+        subcommands: [Serve.self, Check.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the proxy (the default command).",
+        discussion: """
+            Examples:
+              proxima serve                          # built-in default
+              proxima serve --config proxima.yaml
+            """
+    )
+
+    @Option(name: .shortAndLong, help: "YAML configuration file. Without it, the built-in default is used.")
+    var config: String?
+
+    func run() async throws {
+        let configuration: ProximaConfiguration
+        if let config {
+            switch ConfigLoader.load(path: config) {
+            case .success(let c): configuration = c
+            case .failure(let errors):
+                printError("proxima: \(config) has \(errors.issues.count) problem(s):")
+                for issue in errors.issues { printError("  \(issue)") }
+                throw ExitCode(2)
+            }
+        } else {
+            configuration = .builtInDefault
+        }
+        let level = Logger.Level(rawValue: configuration.logging.level.rawValue) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "proxima")
+
+        // Trap signals before binding, so a signal that arrives during start-up is not lost.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
+        signal(SIGPIPE, SIG_IGN)
+
+        let server: ProximaServer
+        do {
+            server = try ProximaServer(configuration: configuration, logger: logger)
+            try await server.start()
+        } catch {
+            printError("proxima: \(error)")
+            throw ExitCode(1)
+        }
+        let where_ = server.boundAddresses.map { "\($0.name) on \($0.address.ipAddress ?? "?"):\($0.address.port ?? 0)" }
+        printError("proxima \(proximaVersion): forward proxy listening: \(where_.joined(separator: ", "))\(config == nil ? " (built-in default)" : "")")
+
+        for await sig in signals {
+            if sig == .sighup {
+                guard let config else {
+                    logger.notice("SIGHUP: no configuration file to reload (running the built-in default)")
+                    continue
+                }
+                switch ConfigLoader.load(path: config) {
+                case .failure(let errors):
+                    logger.error("reload refused, keeping the running configuration: \(errors.issues.count) problem(s)")
+                    for issue in errors.issues { logger.error("  \(issue)") }
+                case .success(let newConfig):
+                    do {
+                        try await server.reload(newConfig)
+                        logger.notice("configuration reloaded from \(config)")
+                    } catch {
+                        logger.error("reload failed, keeping the running configuration: \(error)")
+                    }
+                }
+                continue
+            }
+            logger.notice("\(sig == .sigterm ? "SIGTERM" : "SIGINT"): draining, then exiting")
+            await server.shutdown()
+            break
+        }
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate a configuration file and print every problem with its key path and line.",
+        discussion: """
+            Exits 0 when the file is valid, 2 when it is not.
+
+            Example:
+              proxima check --config proxima.yaml
+            """
+    )
+
+    @Option(name: .shortAndLong, help: "YAML configuration file to validate.")
+    var config: String
+
+    func run() throws {
+        switch ConfigLoader.load(path: config) {
+        case .success(let c):
+            print("\(config): OK (\(c.listeners.count) listener(s), \(c.access.rules.count) access rule(s))")
+        case .failure(let errors):
+            printError("\(config): \(errors.issues.count) problem(s):")
+            for issue in errors.issues { printError("  \(issue)") }
+            throw ExitCode(2)
+        }
+    }
+}
+
+func printError(_ text: String) {
+    var line = text + "\n"
+    line.withUTF8 { buf in _ = write(2, buf.baseAddress, buf.count) }
+}
