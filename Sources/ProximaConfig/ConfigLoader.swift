@@ -73,6 +73,8 @@ public enum ConfigLoader {
 /// Walks nodes, converting scalars and collecting issues instead of stopping at the first.
 final class NodeReader {
     var issues: [ConfigIssue] = []
+    /// Line of each listener's `address`, for problems found when looking at all listeners.
+    var listenerAddressLines: [Int: Int] = [:]
 
     func fail(_ path: String, _ node: Node?, _ message: String) {
         issues.append(ConfigIssue(path: path, line: node?.mark?.line, message: message))
@@ -273,6 +275,7 @@ final class NodeReader {
                 case "role": role = enumeration(n, kp, ListenerRole.self)
                 default:
                     guard let s = string(n, kp) else { return }
+                    listenerAddressLines[i] = n.mark?.line
                     switch ListenAddress.parse(s) {
                     case .success(let a): address = a
                     case .failure(.portOutOfRange(let port)):
@@ -381,7 +384,8 @@ final class NodeReader {
         var seen = Set<String>()
         for (i, l) in c.listeners.enumerated() where l.address.port != 0 {
             if !seen.insert(l.address.description).inserted {
-                fail("listeners[\(i)].address", nil, "\(l.address) is used by an earlier listener")
+                let line = listenerAddressLines[i]
+                issues.append(ConfigIssue(path: "listeners[\(i)].address", line: line, message: "\(l.address) is used by an earlier listener"))
             }
         }
         var names = Set<String>()

@@ -9,6 +9,7 @@ import Synchronization
 
 public struct ServerStartError: Error, CustomStringConvertible {
     public var description: String
+    public init(description: String) { self.description = description }
 }
 
 /// A running Proxima: its listeners, shared services and current configuration.

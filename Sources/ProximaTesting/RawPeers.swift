@@ -1,0 +1,189 @@
+import NIOCore
+import NIOPosix
+
+/// An origin that answers each request head with fixed bytes: for misbehaving servers
+/// (bad framing, early close, close-delimited bodies) that a correct HTTP library cannot play.
+public final class RawOrigin: Sendable {
+    public let channel: Channel
+    public let port: Int
+
+    init(channel: Channel) {
+        self.channel = channel
+        self.port = channel.localAddress!.port!
+    }
+
+    /// `respond` gets the request head text and returns the bytes to send; the connection is
+    /// closed afterwards when `closeAfter` is true.
+    public static func start(
+        closeAfter: Bool = true, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        respond: @escaping @Sendable (String) -> String
+    ) async throws -> RawOrigin {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(RawOriginHandler(closeAfter: closeAfter, respond: respond))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return RawOrigin(channel: channel)
+    }
+
+    public var url: String { "http://127.0.0.1:\(port)" }
+
+    public func stop() async { try? await channel.close() }
+}
+
+final class RawOriginHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let closeAfter: Bool
+    let respond: @Sendable (String) -> String
+    var buffer = ""
+
+    init(closeAfter: Bool, respond: @escaping @Sendable (String) -> String) {
+        self.closeAfter = closeAfter
+        self.respond = respond
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var b = unwrapInboundIn(data)
+        buffer += b.readString(length: b.readableBytes) ?? ""
+        while let end = buffer.range(of: "\r\n\r\n") {
+            let head = String(buffer[..<end.upperBound])
+            buffer = String(buffer[end.upperBound...])
+            let out = respond(head)
+            let close = closeAfter
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: out))).assumeIsolated().whenComplete { _ in
+                if close { context.close(promise: nil) }
+            }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed { context.close(promise: nil) }
+    }
+}
+
+/// A TCP echo server (for CONNECT tunnel tests): echoes bytes; on the client's half-close it
+/// sends `farewell` and half-closes too.
+public final class EchoServer: Sendable {
+    public let channel: Channel
+    public let port: Int
+
+    init(channel: Channel) {
+        self.channel = channel
+        self.port = channel.localAddress!.port!
+    }
+
+    public static func start(farewell: String = "", group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> EchoServer {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(EchoHandler(farewell: farewell))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return EchoServer(channel: channel)
+    }
+
+    public func stop() async { try? await channel.close() }
+}
+
+final class EchoHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let farewell: String
+    init(farewell: String) { self.farewell = farewell }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.write(data, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: farewell))).assumeIsolated().whenComplete { _ in
+                context.close(mode: .output, promise: nil)
+            }
+        }
+    }
+}
+
+/// A raw TCP client for tests: sends bytes, collects everything received until the server
+/// closes, `until` says the response is complete, or the timeout passes.
+public enum RawClient {
+    public struct Reply: Sendable {
+        public var text: String
+        /// Whether the server closed the connection (rather than the test stopping to read).
+        public var closedByServer: Bool
+    }
+
+    public static func exchange(
+        port: Int, host: String = "127.0.0.1", send: [String], halfClose: Bool = false, timeout: TimeAmount = .seconds(10),
+        group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, until: (@Sendable (String) -> Bool)? = nil
+    ) async throws -> Reply {
+        let promise = group.next().makePromise(of: Reply.self)
+        let channel = try await ClientBootstrap(group: group)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(CollectHandler(promise: promise, until: until))
+                }
+            }
+            .connect(host: host, port: port).get()
+        for part in send {
+            try await channel.writeAndFlush(ByteBuffer(string: part))
+        }
+        if halfClose { try await channel.close(mode: .output) }
+        let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            channel.close(promise: nil)
+        }
+        let reply = try await promise.futureResult.get()
+        timer.cancel()
+        try? await channel.close()
+        return reply
+    }
+}
+
+final class CollectHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let promise: EventLoopPromise<RawClient.Reply>
+    let until: (@Sendable (String) -> Bool)?
+    var text = ""
+    var done = false
+
+    init(promise: EventLoopPromise<RawClient.Reply>, until: (@Sendable (String) -> Bool)?) {
+        self.promise = promise
+        self.until = until
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var b = unwrapInboundIn(data)
+        text += b.readString(length: b.readableBytes) ?? ""
+        if !done, let until, until(text) {
+            done = true
+            promise.succeed(RawClient.Reply(text: text, closedByServer: false))
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed { finish(closed: true) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) { finish(closed: true) }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    func finish(closed: Bool) {
+        guard !done else { return }
+        done = true
+        promise.succeed(RawClient.Reply(text: text, closedByServer: closed))
+    }
+}

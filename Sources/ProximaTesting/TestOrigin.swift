@@ -1,0 +1,176 @@
+import Atomics
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// An HTTP/1.1 origin server for tests, built on NIOHTTP1 (an implementation independent of
+/// Proxima's own framing), on an ephemeral loopback port.
+///
+/// Routes: `/bytes/N` (N bytes, Content-Length), `/chunked/N` (N bytes, chunked),
+/// `/stream/N` (N bytes, chunked, written with back-pressure), `/headers` (the request head as
+/// text), `/echo` (the request body back), `/count` (the number of body bytes received,
+/// streaming), `/status/N`, `/trailers` (chunked with a trailer), `/slow` (never answers).
+/// A request with `Expect: 100-continue` first gets `100 Continue`.
+public final class TestOrigin: Sendable {
+    public let channel: Channel
+    public let port: Int
+    public let host: String
+    let accepted: ManagedAtomic<Int>
+
+    /// TCP connections accepted so far.
+    public var connectionsAccepted: Int { accepted.load(ordering: .relaxed) }
+
+    init(channel: Channel, host: String, accepted: ManagedAtomic<Int>) {
+        self.channel = channel
+        self.port = channel.localAddress!.port!
+        self.host = host
+        self.accepted = accepted
+    }
+
+    /// `http://127.0.0.1:PORT` (or `http://[::1]:PORT`).
+    public var url: String { host.contains(":") ? "http://[\(host)]:\(port)" : "http://\(host):\(port)" }
+
+    public static func start(host: String = "127.0.0.1", group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> TestOrigin {
+        let accepted = ManagedAtomic(0)
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                accepted.wrappingIncrement(ordering: .relaxed)
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(OriginHandler())
+                }
+            }
+            .bind(host: host, port: 0).get()
+        return TestOrigin(channel: channel, host: host, accepted: accepted)
+    }
+
+    public func stop() async {
+        try? await channel.close()
+    }
+}
+
+/// A deterministic byte pattern, so a client can check what arrived.
+public func patternBytes(_ count: Int, offset: Int = 0) -> [UInt8] {
+    (0..<count).map { UInt8(ascii: "a") + UInt8((offset + $0) % 26) }
+}
+
+final class OriginHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    var head: HTTPRequestHead?
+    var body: ByteBuffer?
+    var bodyCount = 0
+    var streamRemaining = 0
+    var streaming = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body = nil
+            bodyCount = 0
+            if h.headers["expect"].first?.lowercased() == "100-continue" {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .continue))), promise: nil)
+            }
+        case .body(var b):
+            bodyCount += b.readableBytes
+            if head?.uri == "/echo" {
+                if body == nil { body = b } else { body!.writeBuffer(&b) }
+            }
+        case .end:
+            respond(context: context)
+        }
+    }
+
+    func respond(context: ChannelHandlerContext) {
+        guard let head else { return }
+        let parts = head.uri.split(separator: "/").map(String.init)
+        let route = parts.first ?? ""
+        let arg = parts.count > 1 ? Int(parts[1].split(separator: "?").first ?? "") ?? 0 : 0
+        switch route {
+        case "bytes":
+            send(context, status: .ok, body: ByteBuffer(bytes: patternBytes(arg)))
+        case "chunked":
+            var h = HTTPHeaders()
+            h.add(name: "Transfer-Encoding", value: "chunked")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
+            var sent = 0
+            while sent < arg {
+                let n = min(1000, arg - sent)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: patternBytes(n, offset: sent))))), promise: nil)
+                sent += n
+            }
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        case "stream":
+            var h = HTTPHeaders()
+            h.add(name: "Transfer-Encoding", value: "chunked")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
+            streamRemaining = arg
+            streaming = true
+            pump(context)
+        case "headers":
+            var text = "\(head.method.rawValue) \(head.uri) HTTP/\(head.version.major).\(head.version.minor)\n"
+            for (name, value) in head.headers { text += "\(name): \(value)\n" }
+            send(context, status: .ok, body: ByteBuffer(string: text))
+        case "echo":
+            send(context, status: .ok, body: body ?? ByteBuffer())
+        case "count":
+            send(context, status: .ok, body: ByteBuffer(string: String(bodyCount)))
+        case "status":
+            let status = HTTPResponseStatus(statusCode: arg)
+            if arg == 204 || arg == 304 {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            } else {
+                send(context, status: status, body: ByteBuffer(string: "status \(arg)\n"))
+            }
+        case "trailers":
+            var h = HTTPHeaders()
+            h.add(name: "Transfer-Encoding", value: "chunked")
+            h.add(name: "Trailer", value: "X-Checksum")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "hello trailers")))), promise: nil)
+            var t = HTTPHeaders()
+            t.add(name: "X-Checksum", value: "42")
+            context.writeAndFlush(wrapOutboundOut(.end(t)), promise: nil)
+        case "slow":
+            break
+        default:
+            send(context, status: .notFound, body: ByteBuffer(string: "no route \(head.uri)\n"))
+        }
+    }
+
+    func send(_ context: ChannelHandlerContext, status: HTTPResponseStatus, body: ByteBuffer) {
+        var h = HTTPHeaders()
+        h.add(name: "Content-Length", value: String(body.readableBytes))
+        h.add(name: "Content-Type", value: "text/plain")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head!.version, status: status, headers: h))), promise: nil)
+        if head!.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    /// Writes the streamed body while the channel is writable: the origin's memory stays flat
+    /// however large the body, so tests can check the proxy's memory instead.
+    func pump(_ context: ChannelHandlerContext) {
+        let chunk = ByteBuffer(bytes: patternBytes(65536))
+        while streaming, streamRemaining > 0, context.channel.isWritable {
+            let n = min(65536, streamRemaining)
+            context.write(wrapOutboundOut(.body(.byteBuffer(chunk.getSlice(at: 0, length: n)!))), promise: nil)
+            streamRemaining -= n
+        }
+        if streaming, streamRemaining == 0 {
+            streaming = false
+            context.write(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+        context.flush()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if streaming, context.channel.isWritable { pump(context) }
+        context.fireChannelWritabilityChanged()
+    }
+}

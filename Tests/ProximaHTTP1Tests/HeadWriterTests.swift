@@ -1,0 +1,70 @@
+import NIOCore
+import Testing
+
+@testable import ProximaHTTP1
+
+@Suite("Forwarded heads: hop-by-hop removal, Via, X-Forwarded-For")
+struct HeadWriterTests {
+    func upstreamRequest(_ text: String, mode: ForwardedForMode = .add) throws -> String {
+        let head = try #require(try parseRequest(text))
+        let target = try RequestTarget.parseAbsolute(head.target)
+        var out = ByteBuffer()
+        HeadWriter.writeUpstreamRequest(head, target: target, via: "px (proxima)", forwardedFor: mode, clientIP: "10.0.0.9", into: &out)
+        return out.readString(length: out.readableBytes)!
+    }
+
+    @Test func removesHopByHopAndRewritesTarget() throws {
+        let out = try upstreamRequest(
+            "GET http://example.com:8080/p?q HTTP/1.1\r\nHost: wrong\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: 5\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eA==\r\nTE: trailers\r\nTrailer: X\r\nUpgrade: h2c\r\nAccept: */*\r\n\r\n")
+        #expect(out.hasPrefix("GET /p?q HTTP/1.1\r\nHost: example.com:8080\r\n"))
+        for gone in ["Connection", "X-Hop", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "TE:", "Trailer", "Upgrade", "wrong"] {
+            #expect(!out.contains(gone), "\(gone) should be removed")
+        }
+        #expect(out.contains("Accept: */*\r\n"))
+        #expect(out.contains("Via: 1.1 px (proxima)\r\n"))
+        #expect(out.hasSuffix("\r\n\r\n"))
+    }
+
+    @Test func forwardedForModes() throws {
+        let req = "GET http://a/ HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n"
+        #expect(try upstreamRequest(req, mode: .add).contains("X-Forwarded-For: 1.2.3.4, 10.0.0.9\r\n"))
+        let kept = try upstreamRequest(req, mode: .keep)
+        #expect(kept.contains("X-Forwarded-For: 1.2.3.4\r\n") && !kept.contains("10.0.0.9"))
+        #expect(!(try upstreamRequest(req, mode: .remove)).contains("X-Forwarded-For"))
+        #expect(try upstreamRequest("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n").contains("X-Forwarded-For: 10.0.0.9\r\n"))
+    }
+
+    @Test func framingFieldsAreWrittenAnew() throws {
+        let chunked = try upstreamRequest("POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        #expect(chunked.contains("Transfer-Encoding: chunked\r\n"))
+        let cl = try upstreamRequest("POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n")
+        #expect(cl.contains("Content-Length: 7\r\n"))
+    }
+
+    @Test func responseHeadForClient() throws {
+        let head = try #require(try parseResponse("HTTP/1.1 200 OK\r\nConnection: X-Up\r\nX-Up: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"))
+        var out = ByteBuffer()
+        HeadWriter.writeClientResponse(head, framing: .chunked, via: "px", connection: .none, into: &out)
+        let text = out.readString(length: out.readableBytes)!
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(!text.contains("X-Up") && !text.contains("Keep-Alive"))
+        #expect(text.contains("Content-Type: text/plain\r\n"))
+        #expect(text.contains("Transfer-Encoding: chunked\r\n"))
+        #expect(text.contains("Via: 1.1 px\r\n"))
+    }
+
+    @Test func headResponseKeepsContentLength() throws {
+        let head = try #require(try parseResponse("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", method: "HEAD"))
+        var out = ByteBuffer()
+        HeadWriter.writeClientResponse(head, framing: .none, via: nil, connection: .close, into: &out)
+        let text = out.readString(length: out.readableBytes)!
+        #expect(text.contains("Content-Length: 1234\r\n"))
+        #expect(text.contains("Connection: close\r\n"))
+    }
+
+    @Test func loopDetection() throws {
+        let head = try #require(try parseRequest("GET http://a/ HTTP/1.1\r\nHost: a\r\nVia: 1.1 other, 1.0 Me (proxima/0.1)\r\n\r\n"))
+        #expect(HeadWriter.viaContains(head, pseudonym: "me"))
+        #expect(!HeadWriter.viaContains(head, pseudonym: "proxima"))
+    }
+}
