@@ -57,6 +57,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -77,7 +78,7 @@ let package = Package(
         .testTarget(
             name: "ProximaServerTests",
             dependencies: [
-                "ProximaServer", "ProximaTesting", "ProximaConfig",
+                "ProximaServer", "ProximaTesting", "ProximaConfig", "ProximaHTTP1", "ProximaPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -141,6 +142,8 @@ public enum RawClient {
         }
         if halfClose { try await channel.close(mode: .output) }
         let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            // Report what arrived so far as not closed by the server, then stop.
+            (try? channel.pipeline.syncOperations.handler(type: CollectHandler.self))?.finish(closed: false)
             channel.close(promise: nil)
         }
         let reply = try await promise.futureResult.get()
@@ -185,5 +188,104 @@ final class CollectHandler: ChannelInboundHandler {
         guard !done else { return }
         done = true
         promise.succeed(RawClient.Reply(text: text, closedByServer: closed))
+    }
+}
+
+/// A client connection that stays open across several requests (keep-alive tests).
+public final class PersistentClient: Sendable {
+    let port: Int
+    let host: String
+    let state = NIOLockedValueBox<(channel: Channel?, handler: AccumulateHandler?)>((nil, nil))
+
+    public init(port: Int, host: String = "127.0.0.1") {
+        self.port = port
+        self.host = host
+    }
+
+    public func open(group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws {
+        let channel = try await ClientBootstrap(group: group)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AccumulateHandler())
+                }
+            }
+            .connect(host: host, port: port).get()
+        let handler = try await channel.pipeline.handler(type: AccumulateHandler.self).get()
+        state.withLockedValue { $0 = (channel, handler) }
+    }
+
+    /// Sends `text` and returns what arrived once `until` holds (by default: one complete
+    /// response with Content-Length), or throws after the timeout.
+    public func request(
+        _ text: String, timeout: TimeAmount = .seconds(10), until: @escaping @Sendable (String) -> Bool = PersistentClient.oneResponse
+    ) async throws -> String {
+        let (channel, handler) = state.withLockedValue { $0 }
+        guard let channel, let handler else { throw ChannelError.ioOnClosedChannel }
+        let promise = channel.eventLoop.makePromise(of: String.self)
+        try await channel.eventLoop.submit {
+            handler.expect(promise, until: until)
+        }.get()
+        try await channel.writeAndFlush(ByteBuffer(string: text))
+        let timer = channel.eventLoop.scheduleTask(in: timeout) { promise.fail(ChannelError.connectTimeout(timeout)) }
+        defer { timer.cancel() }
+        return try await promise.futureResult.get()
+    }
+
+    public var isOpen: Bool { state.withLockedValue { $0.channel?.isActive ?? false } }
+
+    public func close() async {
+        let channel = state.withLockedValue { $0.channel }
+        try? await channel?.close()
+    }
+
+    /// True when the text holds a response head and the whole Content-Length body.
+    @Sendable public static func oneResponse(_ text: String) -> Bool {
+        guard let end = text.range(of: "\r\n\r\n") else { return false }
+        let head = text[..<end.lowerBound].lowercased()
+        guard let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+            let n = Int(line.dropFirst(15).trimmingCharacters(in: " "))
+        else { return true }
+        return text[end.upperBound...].utf8.count >= n
+    }
+}
+
+final class AccumulateHandler: ChannelInboundHandler, @unchecked Sendable {
+    // Only touched on the channel's event loop.
+    typealias InboundIn = ByteBuffer
+    var text = ""
+    var waiting: (EventLoopPromise<String>, @Sendable (String) -> Bool)?
+
+    func expect(_ promise: EventLoopPromise<String>, until: @escaping @Sendable (String) -> Bool) {
+        waiting = (promise, until)
+        check()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var b = unwrapInboundIn(data)
+        text += b.readString(length: b.readableBytes) ?? ""
+        check()
+    }
+
+    func check() {
+        guard let (promise, until) = waiting, until(text) else { return }
+        waiting = nil
+        let t = text
+        text = ""
+        promise.succeed(t)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        waiting?.0.fail(ChannelError.eof)
+        waiting = nil
+    }
+}
+
+extension StringProtocol {
+    func trimmingCharacters(in c: Character) -> String {
+        var s = Substring(self)
+        while s.first == c { s = s.dropFirst() }
+        while s.last == c { s = s.dropLast() }
+        return String(s)
     }
 }
