@@ -415,6 +415,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             ensureTimer(at: .now() + settings.tunnelIdleTimeout)
             processInbound()
             flushUpstream()
+            // The client may have sent everything and half-closed while we were connecting.
+            if inputClosed { clientInputClosed() }
             return
         }
         var out = conn.channel.allocator.buffer(capacity: cur.head.bytes.readableBytes + 128)

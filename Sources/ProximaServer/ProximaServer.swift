@@ -26,6 +26,13 @@ public final class ProximaServer: Sendable {
         let settings: Mutex<RuntimeSettings>
         let open = ManagedAtomic<Int>(0)
 
+        /// Whether this listener serves `address`: the configured one, or the port it was
+        /// actually given when the configuration asked for port 0.
+        func matches(_ other: ListenAddress) -> Bool {
+            if other == address { return true }
+            return other.host == address.host && other.port == channel.localAddress?.port
+        }
+
         init(name: String, address: ListenAddress, channel: Channel, quiesce: ServerQuiescingHelper, settings: RuntimeSettings) {
             self.name = name
             self.address = address
@@ -144,7 +151,7 @@ public final class ProximaServer: Sendable {
         do {
             for lc in config.listeners {
                 let settings = RuntimeSettings(config: config, accessLog: log)
-                if lc.address.port != 0, let existing = oldListeners.first(where: { $0.address == lc.address }) {
+                if lc.address.port != 0, let existing = oldListeners.first(where: { $0.matches(lc.address) }) {
                     existing.settings.withLock { $0 = settings }
                     kept.append(existing)
                 } else {

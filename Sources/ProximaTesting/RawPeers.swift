@@ -16,7 +16,7 @@ public final class RawOrigin: Sendable {
     /// `respond` gets the request head text and returns the bytes to send; the connection is
     /// closed afterwards when `closeAfter` is true.
     public static func start(
-        closeAfter: Bool = true, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        closeAfter: Bool = true, delay: TimeAmount = .zero, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         respond: @escaping @Sendable (String) -> String
     ) async throws -> RawOrigin {
         let channel = try await ServerBootstrap(group: group)
@@ -24,7 +24,7 @@ public final class RawOrigin: Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RawOriginHandler(closeAfter: closeAfter, respond: respond))
+                    try channel.pipeline.syncOperations.addHandler(RawOriginHandler(closeAfter: closeAfter, delay: delay, respond: respond))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -40,11 +40,13 @@ final class RawOriginHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     let closeAfter: Bool
+    let delay: TimeAmount
     let respond: @Sendable (String) -> String
     var buffer = ""
 
-    init(closeAfter: Bool, respond: @escaping @Sendable (String) -> String) {
+    init(closeAfter: Bool, delay: TimeAmount, respond: @escaping @Sendable (String) -> String) {
         self.closeAfter = closeAfter
+        self.delay = delay
         self.respond = respond
     }
 
@@ -56,8 +58,10 @@ final class RawOriginHandler: ChannelInboundHandler {
             buffer = String(buffer[end.upperBound...])
             let out = respond(head)
             let close = closeAfter
-            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: out))).assumeIsolated().whenComplete { _ in
-                if close { context.close(promise: nil) }
+            context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+                context.writeAndFlush(NIOAny(ByteBuffer(string: out))).assumeIsolated().whenComplete { _ in
+                    if close { context.close(promise: nil) }
+                }
             }
         }
     }
@@ -129,14 +133,20 @@ public enum RawClient {
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, until: (@Sendable (String) -> Bool)? = nil
     ) async throws -> Reply {
         let promise = group.next().makePromise(of: Reply.self)
-        let channel = try await ClientBootstrap(group: group)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(CollectHandler(promise: promise, until: until))
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(CollectHandler(promise: promise, until: until))
+                    }
                 }
-            }
-            .connect(host: host, port: port).get()
+                .connect(host: host, port: port).get()
+        } catch {
+            promise.fail(error)
+            throw error
+        }
         for part in send {
             try await channel.writeAndFlush(ByteBuffer(string: part))
         }

@@ -155,8 +155,10 @@ final class OriginHandler: ChannelInboundHandler {
 
     /// Writes the streamed body while the channel is writable: the origin's memory stays flat
     /// however large the body, so tests can check the proxy's memory instead.
+    static let streamChunk = ByteBuffer(bytes: patternBytes(65536))
+
     func pump(_ context: ChannelHandlerContext) {
-        let chunk = ByteBuffer(bytes: patternBytes(65536))
+        let chunk = Self.streamChunk
         while streaming, streamRemaining > 0, context.channel.isWritable {
             let n = min(65536, streamRemaining)
             context.write(wrapOutboundOut(.body(.byteBuffer(chunk.getSlice(at: 0, length: n)!))), promise: nil)
