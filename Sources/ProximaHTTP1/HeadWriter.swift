@@ -14,18 +14,37 @@ public enum ForwardedForMode: String, Sendable, Equatable, CaseIterable, Codable
 /// turn a received head into the head sent on: fields copied as bytes from the received head,
 /// with framing fields written anew from the framing the proxy actually uses.
 public enum HeadWriter {
-    /// Fields never forwarded on requests. `host`, `content-length` and `transfer-encoding` are
-    /// written anew by the writer.
-    static let requestDropped: Set<String> = [
-        "connection", "proxy-connection", "keep-alive", "proxy-authorization", "te", "trailer",
-        "upgrade", "transfer-encoding", "content-length", "host",
-    ]
-    static let responseDropped: Set<String> = [
-        "connection", "proxy-connection", "keep-alive", "te", "trailer", "upgrade", "transfer-encoding",
-    ]
+    /// What the writers need to know of a field name.
+    enum FieldKind {
+        /// connection, proxy-connection, keep-alive, proxy-authorization, te, trailer, upgrade,
+        /// transfer-encoding: never forwarded (framing is written anew).
+        case hopByHop
+        case contentLength
+        case host
+        case xForwardedFor
+        case other
+    }
 
-    static func isListedIn(_ options: ConnectionOptions, _ lowercasedName: String) -> Bool {
-        options.others.contains(lowercasedName)
+    static func classify(_ bytes: ByteBuffer, _ f: FieldRange) -> FieldKind {
+        func eq(_ name: String) -> Bool { bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, name) }
+        switch f.nameLength {
+        case 2: return eq("te") ? .hopByHop : .other
+        case 4: return eq("host") ? .host : .other
+        case 7: return eq("trailer") || eq("upgrade") ? .hopByHop : .other
+        case 10: return eq("connection") || eq("keep-alive") ? .hopByHop : .other
+        case 14: return eq("content-length") ? .contentLength : .other
+        case 15: return eq("x-forwarded-for") ? .xForwardedFor : .other
+        case 16: return eq("proxy-connection") ? .hopByHop : .other
+        case 17: return eq("transfer-encoding") ? .hopByHop : .other
+        case 19: return eq("proxy-authorization") ? .hopByHop : .other
+        default: return .other
+        }
+    }
+
+    /// Whether the `Connection` field named this field (hop-by-hop for this message only).
+    static func isListed(_ bytes: ByteBuffer, _ f: FieldRange, in options: ConnectionOptions) -> Bool {
+        guard !options.others.isEmpty else { return false }
+        return options.others.contains { bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, $0) }
     }
 
     /// Writes the request head to send to the origin server: origin-form target, HTTP/1.1,
@@ -42,11 +61,14 @@ public enum HeadWriter {
         out.writeStaticString("\r\n")
         var forwardedValues: [String] = []
         for f in head.fields {
-            let name = head.bytes.string(at: f.nameStart, length: f.nameLength).lowercased()
-            if requestDropped.contains(name) || isListedIn(head.connection, name) { continue }
-            if name == "x-forwarded-for", forwardedFor != .keep {
+            // Classify by bytes: no String per field on the hot path.
+            switch classify(head.bytes, f) {
+            case .hopByHop, .contentLength, .host: continue
+            case .xForwardedFor where forwardedFor != .keep:
                 if f.valueLength > 0 { forwardedValues.append(head.value(f)) }
                 continue
+            default:
+                if isListed(head.bytes, f, in: head.connection) { continue }
             }
             copyLine(f, from: head.bytes, into: &out)
         }
@@ -97,9 +119,14 @@ public enum HeadWriter {
         out.writeBytes(head.bytes.readableBytesView[(head.bytes.readableBytesView.startIndex + head.reasonStart)...].prefix(head.reasonLength))
         out.writeStaticString("\r\n")
         for f in head.fields {
-            let name = head.bytes.string(at: f.nameStart, length: f.nameLength).lowercased()
-            if responseDropped.contains(name) || isListedIn(head.connection, name) { continue }
-            if name == "content-length", framing != .none { continue }
+            switch classify(head.bytes, f) {
+            case .hopByHop where !head.bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, "proxy-authorization"):
+                continue
+            case .contentLength where framing != .none:
+                continue
+            default:
+                if isListed(head.bytes, f, in: head.connection) { continue }
+            }
             copyLine(f, from: head.bytes, into: &out)
         }
         if let via {

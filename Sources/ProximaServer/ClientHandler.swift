@@ -214,7 +214,15 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     // MARK: - Requests
 
+    /// Set while `processInbound` runs: a request answered locally finishes inside the loop,
+    /// and the loop (not a nested call) then takes the next pipelined request, so a long
+    /// pipeline cannot grow the stack.
+    private var processing = false
+
     private func processInbound() {
+        if processing { return }
+        processing = true
+        defer { processing = false }
         while true {
             switch phase {
             case .head:

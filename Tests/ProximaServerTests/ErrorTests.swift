@@ -66,6 +66,18 @@ struct ErrorTests {
         }
     }
 
+    @Test func longPipelineOfLocalAnswersDoesNotGrowTheStack() async throws {
+        try await ProxyHarness.withProxy({ c in
+            c.access = AccessPolicy(rules: [AccessRule(name: "nothing", action: .deny)])
+        }) { proxy in
+            let count = 2000
+            let pipeline = String(repeating: "GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: a\r\n\r\n", count: count)
+            let r = try await send(proxy, [pipeline], responses: count, timeout: .seconds(30))
+            #expect(r.replies.count == count)
+            #expect(r.replies.allSatisfy { $0.status == 403 })
+        }
+    }
+
     @Test func clientsOutsideTheAllowedNetworksAreDenied() async throws {
         try await ProxyHarness.withProxy({ c in
             c.access = AccessPolicy(rules: [AccessRule(name: "lan", action: .allow, clients: [CIDR("10.0.0.0/8")!])])
