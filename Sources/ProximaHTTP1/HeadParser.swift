@@ -163,17 +163,17 @@ public enum ParseResult<Head> {
 
 // MARK: - Byte classes
 
-@usableFromInline
-let tcharTable: [Bool] = {
-    var t = [Bool](repeating: false, count: 256)
-    for c in UInt8(ascii: "0")...UInt8(ascii: "9") { t[Int(c)] = true }
-    for c in UInt8(ascii: "a")...UInt8(ascii: "z") { t[Int(c)] = true }
-    for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { t[Int(c)] = true }
-    for c in "!#$%&'*+-.^_`|~".utf8 { t[Int(c)] = true }
-    return t
-}()
-
-@inline(__always) func isTchar(_ b: UInt8) -> Bool { tcharTable[Int(b)] }
+/// tchar (RFC 9110 section 5.6.2) as two 64-bit masks: a global table would cost a lazy
+/// initialisation check on every byte.
+@inline(__always) func isTchar(_ b: UInt8) -> Bool {
+    // ! # $ % & ' * + - . 0-9
+    let low: UInt64 = 0x03FF_6CFA_0000_0000
+    // A-Z ^ _ ` a-z | ~
+    let high: UInt64 = 0x57FF_FFFF_C7FF_FFFE
+    if b < 64 { return (low >> UInt64(b)) & 1 == 1 }
+    if b < 128 { return (high >> UInt64(b - 64)) & 1 == 1 }
+    return false
+}
 
 /// Field value bytes allowed by RFC 9110 section 5.5: VCHAR, obs-text, SP and HTAB.
 @inline(__always) func isFieldValueByte(_ b: UInt8) -> Bool {
@@ -345,25 +345,29 @@ public enum HeadParser {
         var sawTE = false
         var codings: [String] = []
         for (index, f) in head.fields.enumerated() {
-            if head.nameEquals(f, "content-length") {
-                guard let n = parseContentLength(head.value(f)) else {
+            // Compare names only when the length can match: most fields are none of these.
+            switch f.nameLength {
+            case 14 where head.nameEquals(f, "content-length"):
+                guard let n = digitsValue(head.bytes, f) ?? parseContentLength(head.value(f)) else {
                     return .malformed("invalid Content-Length")
                 }
                 if let prev = contentLength, prev != n { return .malformed("conflicting Content-Length values") }
                 contentLength = n
-            } else if head.nameEquals(f, "transfer-encoding") {
+            case 17 where head.nameEquals(f, "transfer-encoding"):
                 sawTE = true
                 codings += splitList(head.value(f)).map { $0.lowercased() }
-            } else if head.nameEquals(f, "host") {
+            case 4 where head.nameEquals(f, "host"):
                 if head.hostField != nil { return .malformed("more than one Host field") }
                 head.hostField = index
-            } else if head.nameEquals(f, "connection") || head.nameEquals(f, "proxy-connection") {
+            case 10 where head.nameEquals(f, "connection"), 16 where head.nameEquals(f, "proxy-connection"):
                 for token in splitList(head.value(f)) { head.connection.add(token) }
-            } else if head.nameEquals(f, "expect") {
+            case 6 where head.nameEquals(f, "expect"):
                 let v = head.value(f).lowercased()
                 if v == "100-continue" { head.expectsContinue = true } else {
                     return .malformed("unsupported Expect value (only 100-continue is known)")
                 }
+            default:
+                break
             }
         }
         if head.version == .http11, head.hostField == nil { return .malformed("an HTTP/1.1 request without a Host field") }
@@ -445,15 +449,20 @@ public enum HeadParser {
         var codings: [String] = []
         var sawTE = false
         for f in head.fields {
-            if head.nameEquals(f, "content-length") {
-                guard let n = parseContentLength(head.value(f)) else { return .malformed("invalid Content-Length from upstream") }
+            switch f.nameLength {
+            case 14 where head.nameEquals(f, "content-length"):
+                guard let n = digitsValue(head.bytes, f) ?? parseContentLength(head.value(f)) else {
+                    return .malformed("invalid Content-Length from upstream")
+                }
                 if let prev = contentLength, prev != n { return .malformed("conflicting Content-Length values from upstream") }
                 contentLength = n
-            } else if head.nameEquals(f, "transfer-encoding") {
+            case 17 where head.nameEquals(f, "transfer-encoding"):
                 sawTE = true
                 codings += splitList(head.value(f)).map { $0.lowercased() }
-            } else if head.nameEquals(f, "connection") {
+            case 10 where head.nameEquals(f, "connection"):
                 for token in splitList(head.value(f)) { head.connection.add(token) }
+            default:
+                break
             }
         }
         if head.isInterim || head.status == 204 || head.status == 304 || requestMethod == "HEAD" {
@@ -474,8 +483,27 @@ public enum HeadParser {
         return nil
     }
 
+    /// The value of a field that is only digits (the usual Content-Length), read from the bytes
+    /// without making a String; nil for anything else (then the general parser decides).
+    static func digitsValue(_ bytes: ByteBuffer, _ f: FieldRange) -> Int? {
+        guard f.valueLength > 0, f.valueLength <= 18 else { return nil }
+        return bytes.withUnsafeReadableBytes { raw in
+            var n = 0
+            for i in f.valueStart..<(f.valueStart + f.valueLength) {
+                let d = raw[i]
+                guard d >= 0x30, d <= 0x39 else { return nil }
+                n = n * 10 + Int(d - 0x30)
+            }
+            return n
+        }
+    }
+
     /// Content-Length = 1*DIGIT, possibly a list of identical values ("5, 5").
     public static func parseContentLength(_ value: String) -> Int? {
+        // The common case, plain digits, without splitting.
+        if !value.isEmpty, value.utf8.count <= 18, value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+            return Int(value)
+        }
         var result: Int?
         for part in value.split(separator: ",", omittingEmptySubsequences: false) {
             let trimmed = part.trimmingOWS()
@@ -523,18 +551,21 @@ extension ByteBuffer {
     }
 
     /// Compares bytes at an offset (relative to the reader index) with a lowercase ASCII string.
+    @inlinable
     public func asciiCaseInsensitiveEquals(at offset: Int, length: Int, _ lowercased: String) -> Bool {
-        let utf8 = lowercased.utf8
-        guard utf8.count == length else { return false }
-        return withUnsafeReadableBytes { raw in
-            var i = offset
-            for c in utf8 {
-                var b = raw[i]
-                if b >= 0x41, b <= 0x5A { b |= 0x20 }
-                if b != c { return false }
-                i += 1
+        guard lowercased.utf8.count == length else { return false }
+        var name = lowercased
+        return name.withUTF8 { want in
+            withUnsafeReadableBytes { raw in
+                var i = 0
+                while i < length {
+                    var b = raw[offset + i]
+                    if b >= 0x41, b <= 0x5A { b |= 0x20 }
+                    if b != want[i] { return false }
+                    i += 1
+                }
+                return true
             }
-            return true
         }
     }
 }

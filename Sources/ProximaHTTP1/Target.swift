@@ -12,9 +12,9 @@ public struct RequestTarget: Sendable, Equatable {
 
     /// `host` for the Host field and logs: IPv6 literals in brackets, the port only when not default.
     public var authority: String {
-        let h = host.contains(":") ? "[\(host)]" : host
+        let h = host.utf8.contains(UInt8(ascii: ":")) ? "[" + host + "]" : host
         let defaultPort = scheme == "https" ? 443 : 80
-        return port == defaultPort && !explicitPort ? h : "\(h):\(port)"
+        return port == defaultPort && !explicitPort ? h : h + ":" + String(port)
     }
 
     public init(scheme: String, host: String, port: Int, pathAndQuery: String, explicitPort: Bool) {
@@ -31,25 +31,60 @@ public struct RequestTarget: Sendable, Equatable {
         case invalid(String)
     }
 
-    /// Parses `scheme://authority[/path][?query]`.
+    /// Parses `scheme://authority[/path][?query]`. Works on the UTF-8 bytes: String indexing
+    /// per character is several times slower and this runs for every request.
     public static func parseAbsolute(_ target: String) throws(Failure) -> RequestTarget {
-        guard let colon = target.firstIndex(of: ":"), target[colon...].hasPrefix("://") else { throw .notAbsolute }
-        let scheme = target[..<colon].lowercased()
-        guard !scheme.isEmpty, scheme.utf8.allSatisfy({ isSchemeByte($0) }) else { throw .invalid("bad URI scheme") }
-        let rest = target[target.index(colon, offsetBy: 3)...]
-        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
-        let authority = rest[..<authorityEnd]
-        var path = String(rest[authorityEnd...])
-        if path.contains("#") { throw .invalid("a fragment (#) is not allowed in a request target") }
-        if path.isEmpty { path = "/" } else if path.first == "?" { path = "/" + path }
+        var target = target
+        let result: Result<RequestTarget, Failure> = target.withUTF8 { parseAbsoluteBytes($0) }
+        return try result.get()
+    }
+
+    static func parseAbsoluteBytes(_ b: UnsafeBufferPointer<UInt8>) -> Result<RequestTarget, Failure> {
+        var i = 0
+        while i < b.count, b[i] != UInt8(ascii: ":") {
+            guard isSchemeByte(b[i]) else { return .failure(i == 0 || b[i] == UInt8(ascii: "/") ? .notAbsolute : .invalid("bad URI scheme")) }
+            i += 1
+        }
+        guard i > 0, i + 2 < b.count, b[i + 1] == UInt8(ascii: "/"), b[i + 2] == UInt8(ascii: "/") else {
+            return .failure(.notAbsolute)
+        }
+        let scheme = lowercasedASCII(b, 0..<i)
         let defaultPort: Int
         switch scheme {
         case "http": defaultPort = 80
         case "https": defaultPort = 443
-        default: throw .unsupportedScheme(scheme)
+        default: return .failure(.unsupportedScheme(scheme))
         }
-        let (host, port, explicit) = try parseAuthority(authority, defaultPort: defaultPort)
-        return RequestTarget(scheme: scheme, host: host, port: port, pathAndQuery: path, explicitPort: explicit)
+        let authorityStart = i + 3
+        var authorityEnd = authorityStart
+        while authorityEnd < b.count, b[authorityEnd] != UInt8(ascii: "/"), b[authorityEnd] != UInt8(ascii: "?") { authorityEnd += 1 }
+        var path: String
+        if authorityEnd == b.count {
+            path = "/"
+        } else {
+            if b[authorityEnd...].contains(UInt8(ascii: "#")) {
+                return .failure(.invalid("a fragment (#) is not allowed in a request target"))
+            }
+            path = String(decoding: UnsafeBufferPointer(rebasing: b[authorityEnd...]), as: UTF8.self)
+            if b[authorityEnd] == UInt8(ascii: "?") { path = "/" + path }
+        }
+        let authority = Substring(String(decoding: UnsafeBufferPointer(rebasing: b[authorityStart..<authorityEnd]), as: UTF8.self))
+        do {
+            let (host, port, explicit) = try parseAuthority(authority, defaultPort: defaultPort)
+            return .success(RequestTarget(scheme: scheme, host: host, port: port, pathAndQuery: path, explicitPort: explicit))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    static func lowercasedASCII(_ b: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> String {
+        String(unsafeUninitializedCapacity: range.count) { out in
+            for (k, i) in range.enumerated() {
+                let c = b[i]
+                out[k] = c >= 0x41 && c <= 0x5A ? c | 0x20 : c
+            }
+            return range.count
+        }
     }
 
     /// Parses a CONNECT target: `host:port`, the port required.
@@ -97,7 +132,8 @@ public struct RequestTarget: Sendable, Equatable {
                 explicit = true
             }
         }
-        return (hostPart.lowercased(), port, explicit)
+        let host = hostPart.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) ? hostPart.lowercased() : String(hostPart)
+        return (host, port, explicit)
     }
 
     static func isSchemeByte(_ b: UInt8) -> Bool {

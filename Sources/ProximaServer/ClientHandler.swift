@@ -60,7 +60,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var lastUpstreamActivity: NIODeadline
         var tunnelClientClosed = false
         var tunnelUpstreamClosed = false
-        let wantsHTML: Bool
+        /// Whether a page the proxy writes should be HTML (decided only when one is written).
+        var wantsHTML: Bool { head.firstValue("accept")?.contains("text/html") ?? false }
 
         init(record: Exchange, head: RequestHead, now: NIODeadline) {
             self.record = record
@@ -73,7 +74,6 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             default: requestBody = .done
             }
             self.lastUpstreamActivity = now
-            self.wantsHTML = head.firstValue("accept")?.contains("text/html") ?? false
         }
 
         var requestBodyDone: Bool {
@@ -261,8 +261,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         record.url = head.target
         record.version = head.version.text
         record.bytesIn = headBytes
-        record.userAgent = head.firstValue("user-agent")
-        record.referer = head.firstValue("referer")
+        if settings.logsAgentAndReferer {
+            record.userAgent = head.firstValue("user-agent")
+            record.referer = head.firstValue("referer")
+        }
         let cur = Current(record: record, head: head, now: .now())
         if quiescing { cur.clientKeepAlive = false }
         current = cur
@@ -333,7 +335,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connectUpstream(_ cur: Current, _ target: RequestTarget, reuse: Bool) {
         guard let context else { return }
         let loop = context.eventLoop
-        let key = "\(target.host):\(target.port)"
+        let key = target.host + ":" + String(target.port)
         let pool = services.pools.pool(for: loop)
         cur.attempts += 1
         if reuse, let conn = pool?.checkout(key) {

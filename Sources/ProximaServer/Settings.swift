@@ -28,6 +28,9 @@ final class RuntimeSettings: Sendable {
     /// Unprocessed client bytes held before reading pauses: a whole head plus some body.
     let maxBufferedInbound: Int
     let accessLog: AccessLogWriter
+    /// Only the combined and JSON formats show User-Agent and Referer; Squid's does not, so
+    /// those fields are not copied out of each request unless a sink needs them.
+    let logsAgentAndReferer: Bool
 
     init(config: ProximaConfiguration, accessLog: AccessLogWriter) {
         self.config = config
@@ -46,6 +49,7 @@ final class RuntimeSettings: Sendable {
         self.poolIdleTimeout = .nanoseconds(config.upstreamPool.idleTimeout.nanoseconds)
         self.maxBufferedInbound = config.limits.headers.bytes + 64 * 1024
         self.accessLog = accessLog
+        self.logsAgentAndReferer = config.logging.access.contains { $0.format != .squid }
     }
 }
 

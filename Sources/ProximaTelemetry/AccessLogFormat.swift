@@ -7,6 +7,15 @@ public enum AccessLogLineFormat: String, Sendable, CaseIterable {
     /// One JSON object per line.
     case json
 
+    /// Appends one line and its newline to a batch buffer.
+    public func appendLine(_ e: Exchange, to out: inout [UInt8], clock: inout LogClock) {
+        switch self {
+        case .squid: Self.appendSquid(e, to: &out)
+        case .combined, .json: out.append(contentsOf: line(e, clock: &clock).utf8)
+        }
+        out.append(UInt8(ascii: "\n"))
+    }
+
     public func line(_ e: Exchange, clock: inout LogClock) -> String {
         switch self {
         case .squid: return Self.squidLine(e)
@@ -16,14 +25,88 @@ public enum AccessLogLineFormat: String, Sendable, CaseIterable {
     }
 
     static func squidLine(_ e: Exchange) -> String {
+        var bytes: [UInt8] = []
+        appendSquid(e, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Squid's line written straight into bytes: the busiest format, so no intermediate Strings
+    /// (string interpolation of integers alone costs a dynamic protocol check per value).
+    static func appendSquid(_ e: Exchange, to out: inout [UInt8]) {
+        appendInt(e.startSeconds, to: &out)
+        out.append(UInt8(ascii: "."))
         let ms = e.startNanoseconds / 1_000_000
-        let millis = ms < 10 ? "00\(ms)" : ms < 100 ? "0\(ms)" : "\(ms)"
-        let elapsed = String(e.durationNanoseconds / 1_000_000)
-        let pad = String(repeating: " ", count: max(0, 6 - elapsed.count))
-        let hier = e.upstream.map { "HIER_DIRECT/\($0)" } ?? "HIER_NONE/-"
+        if ms < 100 { out.append(UInt8(ascii: "0")) }
+        if ms < 10 { out.append(UInt8(ascii: "0")) }
+        appendInt(ms, to: &out)
+        out.append(0x20)
+        let elapsed = Int(e.durationNanoseconds / 1_000_000)
+        var width = 1
+        var t = elapsed
+        while t >= 10 { t /= 10; width += 1 }
+        for _ in width..<6 { out.append(0x20) }
+        appendInt(elapsed, to: &out)
+        out.append(0x20)
+        out.append(contentsOf: e.client.utf8)
+        out.append(0x20)
+        out.append(contentsOf: e.result.rawValue.utf8)
+        out.append(UInt8(ascii: "/"))
+        appendInt(e.status, to: &out)
+        out.append(0x20)
+        appendInt(e.bytesOut, to: &out)
+        out.append(0x20)
+        out.append(contentsOf: e.method.utf8)
+        out.append(0x20)
+        appendEncoded(e.url, to: &out)
+        out.append(0x20)
         // Squid's fields are space-separated: spaces inside a field are encoded.
-        let type = e.contentType.map { $0.replacingSpaces() } ?? "-"
-        return "\(e.startSeconds).\(millis) \(pad)\(elapsed) \(e.client) \(e.result.rawValue)/\(e.status) \(e.bytesOut) \(e.method) \(e.url) \(e.user.map { $0.replacingSpaces() } ?? "-") \(hier) \(type)"
+        if let user = e.user { appendEncoded(user, to: &out) } else { out.append(UInt8(ascii: "-")) }
+        if let upstream = e.upstream {
+            out.append(contentsOf: " HIER_DIRECT/".utf8)
+            out.append(contentsOf: upstream.utf8)
+        } else {
+            out.append(contentsOf: " HIER_NONE/-".utf8)
+        }
+        out.append(0x20)
+        if let type = e.contentType { appendEncoded(type, to: &out) } else { out.append(UInt8(ascii: "-")) }
+    }
+
+    static func appendInt(_ value: Int, to out: inout [UInt8]) {
+        if value < 0 {
+            out.append(UInt8(ascii: "-"))
+            appendInt(-value, to: &out)
+            return
+        }
+        if value < 10 {
+            out.append(UInt8(truncatingIfNeeded: 0x30 + value))
+            return
+        }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = value
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            while n > 0 {
+                d[count] = UInt8(truncatingIfNeeded: 0x30 + n % 10)
+                n /= 10
+                count += 1
+            }
+            for i in stride(from: count - 1, through: 0, by: -1) { out.append(d[i]) }
+        }
+    }
+
+    /// Bytes at or below space (and DEL) as %XX, so one field stays one field.
+    static func appendEncoded(_ text: String, to out: inout [UInt8]) {
+        for b in text.utf8 {
+            if b <= 0x20 || b == 0x7F {
+                let hex: [UInt8] = Array("0123456789ABCDEF".utf8)
+                out.append(UInt8(ascii: "%"))
+                out.append(hex[Int(b >> 4)])
+                out.append(hex[Int(b & 0xF)])
+            } else {
+                out.append(b)
+            }
+        }
     }
 
     static func combinedLine(_ e: Exchange, clock: inout LogClock) -> String {
@@ -35,15 +118,15 @@ public enum AccessLogLineFormat: String, Sendable, CaseIterable {
     static func jsonLine(_ e: Exchange, clock: inout LogClock) -> String {
         var s = "{\"time\":\""
         s += clock.iso8601(e.startSeconds, millis: e.startNanoseconds / 1_000_000)
-        s += "\",\"duration_ms\":\(Double(e.durationNanoseconds / 1000) / 1000)"
+        s += "\",\"duration_ms\":" + String(Double(e.durationNanoseconds / 1000) / 1000)
         s += ",\"client\":" + jsonString(e.client)
         s += ",\"listener\":" + jsonString(e.listener)
         s += ",\"method\":" + jsonString(e.method)
         s += ",\"url\":" + jsonString(e.url)
         s += ",\"version\":" + jsonString(e.version)
-        s += ",\"status\":\(e.status)"
+        s += ",\"status\":" + String(e.status)
         s += ",\"result\":" + jsonString(e.result.rawValue)
-        s += ",\"bytes_in\":\(e.bytesIn),\"bytes_out\":\(e.bytesOut)"
+        s += ",\"bytes_in\":" + String(e.bytesIn) + ",\"bytes_out\":" + String(e.bytesOut)
         s += ",\"upstream\":" + (e.upstream.map(jsonString) ?? "null")
         s += ",\"content_type\":" + (e.contentType.map(jsonString) ?? "null")
         s += ",\"user\":" + (e.user.map(jsonString) ?? "null")
@@ -149,20 +232,5 @@ public struct CivilTime: Equatable {
         day = doy - (153 * mp + 2) / 5 + 1
         month = mp < 10 ? mp + 3 : mp - 9
         year = yoe + era * 400 + (month <= 2 ? 1 : 0)
-    }
-}
-
-extension String {
-    func replacingSpaces() -> String {
-        guard utf8.contains(where: { $0 <= 0x20 }) else { return self }
-        var out = ""
-        for u in unicodeScalars {
-            if u.value <= 0x20 {
-                out += u.value < 16 ? "%0" + String(u.value, radix: 16, uppercase: true) : "%" + String(u.value, radix: 16, uppercase: true)
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-        return out
     }
 }

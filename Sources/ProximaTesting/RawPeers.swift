@@ -1,3 +1,4 @@
+import Atomics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -7,10 +8,15 @@ import NIOPosix
 public final class RawOrigin: Sendable {
     public let channel: Channel
     public let port: Int
+    let seen: ManagedAtomic<Int>
 
-    init(channel: Channel) {
+    /// Request heads received so far.
+    public var requestsSeen: Int { seen.load(ordering: .relaxed) }
+
+    init(channel: Channel, seen: ManagedAtomic<Int>) {
         self.channel = channel
         self.port = channel.localAddress!.port!
+        self.seen = seen
     }
 
     /// `respond` gets the request head text and returns the bytes to send; the connection is
@@ -19,16 +25,17 @@ public final class RawOrigin: Sendable {
         closeAfter: Bool = true, delay: TimeAmount = .zero, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         respond: @escaping @Sendable (String) -> String
     ) async throws -> RawOrigin {
+        let seen = ManagedAtomic(0)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RawOriginHandler(closeAfter: closeAfter, delay: delay, respond: respond))
+                    try channel.pipeline.syncOperations.addHandler(RawOriginHandler(closeAfter: closeAfter, delay: delay, seen: seen, respond: respond))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        return RawOrigin(channel: channel)
+        return RawOrigin(channel: channel, seen: seen)
     }
 
     public var url: String { "http://127.0.0.1:\(port)" }
@@ -41,12 +48,14 @@ final class RawOriginHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
     let closeAfter: Bool
     let delay: TimeAmount
+    let seen: ManagedAtomic<Int>
     let respond: @Sendable (String) -> String
     var buffer = ""
 
-    init(closeAfter: Bool, delay: TimeAmount, respond: @escaping @Sendable (String) -> String) {
+    init(closeAfter: Bool, delay: TimeAmount, seen: ManagedAtomic<Int>, respond: @escaping @Sendable (String) -> String) {
         self.closeAfter = closeAfter
         self.delay = delay
+        self.seen = seen
         self.respond = respond
     }
 
@@ -56,6 +65,7 @@ final class RawOriginHandler: ChannelInboundHandler {
         while let end = buffer.range(of: "\r\n\r\n") {
             let head = String(buffer[..<end.upperBound])
             buffer = String(buffer[end.upperBound...])
+            seen.wrappingIncrement(ordering: .relaxed)
             let out = respond(head)
             let close = closeAfter
             context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
@@ -288,6 +298,11 @@ final class AccumulateHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelInactive(context: ChannelHandlerContext) {
         waiting?.0.fail(ChannelError.eof)
         waiting = nil
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The server closed its side: for this client that is the end of the connection.
+        if let e = event as? ChannelEvent, e == .inputClosed { context.close(promise: nil) }
     }
 }
 
