@@ -154,9 +154,9 @@ public enum HeadWriter {
     public enum ConnectionHeader: Sendable { case none, close, keepAlive }
 
     static func copyLine(_ f: FieldRange, from bytes: ByteBuffer, into out: inout ByteBuffer) {
-        let view = bytes.readableBytesView
-        let start = view.startIndex + f.lineStart
-        out.writeBytes(view[start..<(view.startIndex + f.lineEnd)])
+        bytes.withUnsafeReadableBytes { raw in
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[f.lineStart..<f.lineEnd]))
+        }
         out.writeStaticString("\r\n")
     }
 

@@ -68,6 +68,12 @@ public struct RequestTarget: Sendable, Equatable {
             path = String(decoding: UnsafeBufferPointer(rebasing: b[authorityEnd...]), as: UTF8.self)
             if b[authorityEnd] == UInt8(ascii: "?") { path = "/" + path }
         }
+        // The usual authority, a lowercase name or IPv4 address with an optional port, is read
+        // from the bytes; anything else (IPv6 literals, upper case, odd characters) takes the
+        // general path.
+        if let (host, port, explicit) = simpleAuthority(b, authorityStart..<authorityEnd, defaultPort: defaultPort) {
+            return .success(RequestTarget(scheme: scheme, host: host, port: port, pathAndQuery: path, explicitPort: explicit))
+        }
         let authority = Substring(String(decoding: UnsafeBufferPointer(rebasing: b[authorityStart..<authorityEnd]), as: UTF8.self))
         do {
             let (host, port, explicit) = try parseAuthority(authority, defaultPort: defaultPort)
@@ -75,6 +81,41 @@ public struct RequestTarget: Sendable, Equatable {
         } catch {
             return .failure(error)
         }
+    }
+
+    /// `name[:port]` where the name is lowercase letters, digits, '-' and '.'; nil otherwise.
+    static func simpleAuthority(_ b: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, defaultPort: Int) -> (String, Int, Bool)? {
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let c = b[i]
+            if (c >= 0x61 && c <= 0x7A) || (c >= 0x30 && c <= 0x39) || c == UInt8(ascii: "-") || c == UInt8(ascii: ".") {
+                i += 1
+            } else {
+                break
+            }
+        }
+        let hostEnd = i
+        guard hostEnd > range.lowerBound, hostEnd - range.lowerBound <= 255 else { return nil }
+        var port = defaultPort
+        var explicit = false
+        if i < range.upperBound {
+            guard b[i] == UInt8(ascii: ":") else { return nil }
+            i += 1
+            let digitsStart = i
+            var n = 0
+            while i < range.upperBound {
+                let d = b[i]
+                guard d >= 0x30, d <= 0x39, i - digitsStart < 5 else { return nil }
+                n = n * 10 + Int(d - 0x30)
+                i += 1
+            }
+            if digitsStart < range.upperBound {
+                guard n >= 1, n <= 65535 else { return nil }
+                port = n
+                explicit = true
+            }
+        }
+        return (String(decoding: UnsafeBufferPointer(rebasing: b[range.lowerBound..<hostEnd]), as: UTF8.self), port, explicit)
     }
 
     static func lowercasedASCII(_ b: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> String {

@@ -97,6 +97,10 @@ public enum AccessLogLineFormat: String, Sendable, CaseIterable {
 
     /// Bytes at or below space (and DEL) as %XX, so one field stays one field.
     static func appendEncoded(_ text: String, to out: inout [UInt8]) {
+        if !text.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) {
+            out.append(contentsOf: text.utf8)
+            return
+        }
         for b in text.utf8 {
             if b <= 0x20 || b == 0x7F {
                 let hex: [UInt8] = Array("0123456789ABCDEF".utf8)
