@@ -187,9 +187,18 @@ final class NodeReader {
     // MARK: - Sections
 
     func readRoot(_ root: Node, into c: inout ProximaConfiguration) {
-        let keys = ["listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging"]
+        let keys = ["listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "workers"]
         mapping(root, "", keys: keys) { key, node, path in
             switch key {
+            case "workers":
+                guard let v = string(node, path) else { return }
+                if v == "auto" {
+                    c.workers = nil
+                } else if let n = Int(v), (1...1024).contains(n) {
+                    c.workers = n
+                } else {
+                    fail(path, node, "'\(v)' is not auto or a number of threads (1-1024)")
+                }
             case "listeners": c.listeners = readListeners(node, path)
             case "access": c.access = AccessPolicy(rules: readAccess(node, path))
             case "connect":

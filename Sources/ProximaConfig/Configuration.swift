@@ -13,6 +13,9 @@ public struct ProximaConfiguration: Sendable, Equatable {
     public var upstreamPool = UpstreamPoolConfig()
     public var dns = DNSConfig()
     public var logging = LoggingConfig()
+    /// Event-loop threads (nginx's worker_processes). nil: one per CPU this process may run on
+    /// (its affinity mask, so `taskset -c 0 proxima` runs one loop). Changing it needs a restart.
+    public var workers: Int?
 
     public init() {}
 
@@ -78,7 +81,7 @@ public struct TimeoutsConfig: Sendable, Equatable {
 
 public struct UpstreamPoolConfig: Sendable, Equatable {
     /// Idle keep-alive connections kept per upstream host:port on each event loop.
-    public var maxIdlePerHost = 32
+    public var maxIdlePerHost = 256
     public var idleTimeout = TimeSpan.seconds(60)
     public init() {}
 }

@@ -118,6 +118,12 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         self.context = context
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         if let remote = context.channel.remoteAddress {
             clientText = remote.ipAddress ?? "-"
@@ -631,8 +637,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             cur.tunnelUpstreamClosed = true
             if cur.tunnelClientClosed { return finishTunnel(cur) }
             // Pass the half-close on once everything before it has been written.
-            context?.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { [weak self] _ in
-                self?.context?.close(mode: .output, promise: nil)
+            context?.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
+                self.context?.close(mode: .output, promise: nil)
             }
             return
         }
@@ -780,8 +786,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         phase = .closing
         inbound = nil
         if let up = current?.upstream { up.close() }
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { [weak self] _ in
-            guard let self, let context = self.context else { return }
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
+            guard let context = self.context else { return }
             if self.inputClosed {
                 context.close(promise: nil)
             } else {
@@ -841,8 +847,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if let at = timerAt, at <= deadline { return }
         timer?.cancel()
         timerAt = deadline
-        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-            self?.timerFired()
+        // Strong capture: a weak reference would give this handler a side table and make every
+        // retain and release of it take the slow path. The timer is cancelled on close.
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.timerFired()
         }
     }
 

@@ -20,7 +20,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    weak var owner: (any UpstreamOwner)?
+    /// Strong on purpose (a weak reference makes every retain of the owner slow); whoever
+    /// detaches or closes the connection sets it to nil, which breaks the cycle.
+    var owner: (any UpstreamOwner)?
     /// Set while the connection sits idle in a pool: any event then means it is unusable.
     var onIdleEvent: (() -> Void)?
     var context: ChannelHandlerContext?
@@ -139,9 +141,9 @@ final class UpstreamPool: @unchecked Sendable {
         }
         conn.handler.owner = nil
         conn.idleSince = .now()
-        conn.handler.onIdleEvent = { [weak self, weak conn] in
+        // Strong captures (see UpstreamHandler.owner); close() and checkout clear the closure.
+        conn.handler.onIdleEvent = {
             // The server closed or sent unsolicited bytes: the connection cannot be reused.
-            guard let self, let conn else { return }
             self.remove(conn)
             conn.close()
         }

@@ -75,8 +75,9 @@ struct Serve: AsyncParsableCommand {
         signal(SIGPIPE, SIG_IGN)
 
         let server: ProximaServer
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.workers ?? availableCPUCount())
         do {
-            server = try ProximaServer(configuration: configuration, logger: logger)
+            server = try ProximaServer(configuration: configuration, group: group, logger: logger)
             try await server.start()
         } catch {
             printError("proxima: \(error)")
@@ -96,6 +97,9 @@ struct Serve: AsyncParsableCommand {
                     logger.error("reload refused, keeping the running configuration: \(errors.issues.count) problem(s)")
                     for issue in errors.issues { logger.error("  \(issue)") }
                 case .success(let newConfig):
+                    if newConfig.workers != configuration.workers {
+                        logger.warning("workers changes need a restart; keeping \(configuration.workers.map(String.init) ?? "auto")")
+                    }
                     do {
                         try await server.reload(newConfig)
                         logger.notice("configuration reloaded from \(config)")
@@ -107,6 +111,7 @@ struct Serve: AsyncParsableCommand {
             }
             logger.notice("\(sig == .sigterm ? "SIGTERM" : "SIGINT"): draining, then exiting")
             await server.shutdown()
+            try? await group.shutdownGracefully()
             break
         }
     }

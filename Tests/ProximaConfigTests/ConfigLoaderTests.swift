@@ -176,6 +176,13 @@ struct ConfigLoaderTests {
         #expect(found.map(\.description) == ["listeners[1].address: 127.0.0.1:3128 is used by an earlier listener (line 3)"])
     }
 
+    @Test func workers() throws {
+        #expect(try ConfigLoader.load(yaml: "workers: 4").get().workers == 4)
+        #expect(try ConfigLoader.load(yaml: "workers: auto").get().workers == nil)
+        #expect(issues("workers: lots").map(\.description) == ["workers: 'lots' is not auto or a number of threads (1-1024) (line 1)"])
+        #expect(issues("workers: 0").count == 1)
+    }
+
     @Test func fileSinkNeedsPath() {
         #expect(issues("logging:\n  access:\n    - sink: file\n").map(\.path) == ["logging.access[0]"])
     }
