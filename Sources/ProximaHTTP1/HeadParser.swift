@@ -116,6 +116,11 @@ public struct RequestHead: Sendable {
     public func nameEquals(_ field: FieldRange, _ lowercasedName: String) -> Bool {
         bytes.asciiCaseInsensitiveEquals(at: field.nameStart, length: field.nameLength, lowercasedName)
     }
+
+    @inlinable
+    public func nameIs(_ field: FieldRange, _ lowercasedName: StaticString) -> Bool {
+        bytes.asciiCaseInsensitiveEquals(at: field.nameStart, length: field.nameLength, literal: lowercasedName)
+    }
 }
 
 /// A parsed, validated response head from an upstream server.
@@ -147,6 +152,11 @@ public struct ResponseHead: Sendable {
 
     public func nameEquals(_ field: FieldRange, _ lowercasedName: String) -> Bool {
         bytes.asciiCaseInsensitiveEquals(at: field.nameStart, length: field.nameLength, lowercasedName)
+    }
+
+    @inlinable
+    public func nameIs(_ field: FieldRange, _ lowercasedName: StaticString) -> Bool {
+        bytes.asciiCaseInsensitiveEquals(at: field.nameStart, length: field.nameLength, literal: lowercasedName)
     }
 
     public func firstValue(_ name: String) -> String? {
@@ -264,6 +274,7 @@ public enum HeadParser {
         }
 
         var fields: [FieldRange] = []
+        fields.reserveCapacity(16)
         var pos = requestLineEnd + 2
         let headLimit = start + limits.maxHeadBytes
         while true {
@@ -301,14 +312,32 @@ public enum HeadParser {
     }
 
     static func parseVersion(_ raw: UnsafeRawBufferPointer, from: Int, to: Int) -> HTTPVersion? {
-        guard to - from == 8 else { return nil }
-        let prefix: [UInt8] = Array("HTTP/1.".utf8)
-        for k in 0..<7 where raw[from + k] != prefix[k] { return nil }
+        guard to - from == 8, raw[from] == UInt8(ascii: "H"), raw[from + 1] == UInt8(ascii: "T"),
+            raw[from + 2] == UInt8(ascii: "T"), raw[from + 3] == UInt8(ascii: "P"), raw[from + 4] == UInt8(ascii: "/"),
+            raw[from + 5] == UInt8(ascii: "1"), raw[from + 6] == UInt8(ascii: ".")
+        else { return nil }
         switch raw[from + 7] {
         case UInt8(ascii: "1"): return .http11
         case UInt8(ascii: "0"): return .http10
         default: return nil
         }
+    }
+
+    /// Reads a Connection field: the usual single token without Strings, lists the general way.
+    static func addConnectionTokens(_ bytes: ByteBuffer, _ f: FieldRange, to options: inout ConnectionOptions) {
+        if bytes.asciiCaseInsensitiveEquals(at: f.valueStart, length: f.valueLength, literal: "keep-alive") {
+            options.keepAlive = true
+        } else if bytes.asciiCaseInsensitiveEquals(at: f.valueStart, length: f.valueLength, literal: "close") {
+            options.close = true
+        } else {
+            for token in splitList(bytes.string(at: f.valueStart, length: f.valueLength)) { options.add(token) }
+        }
+    }
+
+    /// Transfer codings of one field; "chunked" alone without Strings.
+    static func codings(_ bytes: ByteBuffer, _ f: FieldRange) -> [String] {
+        if bytes.asciiCaseInsensitiveEquals(at: f.valueStart, length: f.valueLength, literal: "chunked") { return ["chunked"] }
+        return splitList(bytes.string(at: f.valueStart, length: f.valueLength)).map { $0.lowercased() }
     }
 
     /// field-line = field-name ":" OWS field-value OWS
@@ -347,21 +376,21 @@ public enum HeadParser {
         for (index, f) in head.fields.enumerated() {
             // Compare names only when the length can match: most fields are none of these.
             switch f.nameLength {
-            case 14 where head.nameEquals(f, "content-length"):
+            case 14 where head.nameIs(f, "content-length"):
                 guard let n = digitsValue(head.bytes, f) ?? parseContentLength(head.value(f)) else {
                     return .malformed("invalid Content-Length")
                 }
                 if let prev = contentLength, prev != n { return .malformed("conflicting Content-Length values") }
                 contentLength = n
-            case 17 where head.nameEquals(f, "transfer-encoding"):
+            case 17 where head.nameIs(f, "transfer-encoding"):
                 sawTE = true
-                codings += splitList(head.value(f)).map { $0.lowercased() }
-            case 4 where head.nameEquals(f, "host"):
+                codings += Self.codings(head.bytes, f)
+            case 4 where head.nameIs(f, "host"):
                 if head.hostField != nil { return .malformed("more than one Host field") }
                 head.hostField = index
-            case 10 where head.nameEquals(f, "connection"), 16 where head.nameEquals(f, "proxy-connection"):
-                for token in splitList(head.value(f)) { head.connection.add(token) }
-            case 6 where head.nameEquals(f, "expect"):
+            case 10 where head.nameIs(f, "connection"), 16 where head.nameIs(f, "proxy-connection"):
+                addConnectionTokens(head.bytes, f, to: &head.connection)
+            case 6 where head.nameIs(f, "expect"):
                 let v = head.value(f).lowercased()
                 if v == "100-continue" { head.expectsContinue = true } else {
                     return .malformed("unsupported Expect value (only 100-continue is known)")
@@ -416,6 +445,7 @@ public enum HeadParser {
             }
         }
         var fields: [FieldRange] = []
+        fields.reserveCapacity(16)
         var pos = statusEnd + 2
         while true {
             if pos >= limits.maxHeadBytes { return .failure(.headersTooLarge) }
@@ -450,17 +480,17 @@ public enum HeadParser {
         var sawTE = false
         for f in head.fields {
             switch f.nameLength {
-            case 14 where head.nameEquals(f, "content-length"):
+            case 14 where head.nameIs(f, "content-length"):
                 guard let n = digitsValue(head.bytes, f) ?? parseContentLength(head.value(f)) else {
                     return .malformed("invalid Content-Length from upstream")
                 }
                 if let prev = contentLength, prev != n { return .malformed("conflicting Content-Length values from upstream") }
                 contentLength = n
-            case 17 where head.nameEquals(f, "transfer-encoding"):
+            case 17 where head.nameIs(f, "transfer-encoding"):
                 sawTE = true
-                codings += splitList(head.value(f)).map { $0.lowercased() }
-            case 10 where head.nameEquals(f, "connection"):
-                for token in splitList(head.value(f)) { head.connection.add(token) }
+                codings += Self.codings(head.bytes, f)
+            case 10 where head.nameIs(f, "connection"):
+                addConnectionTokens(head.bytes, f, to: &head.connection)
             default:
                 break
             }
@@ -548,6 +578,24 @@ extension ByteBuffer {
     @inlinable
     public func string(at offset: Int, length: Int) -> String {
         getString(at: readerIndex + offset, length: length) ?? ""
+    }
+
+    /// Compares bytes at an offset (relative to the reader index) with a lowercase ASCII
+    /// literal: the hot-path form, straight from the literal's bytes.
+    @inlinable
+    public func asciiCaseInsensitiveEquals(at offset: Int, length: Int, literal: StaticString) -> Bool {
+        guard literal.utf8CodeUnitCount == length else { return false }
+        let want = literal.utf8Start
+        return withUnsafeReadableBytes { raw in
+            var i = 0
+            while i < length {
+                var b = raw[offset + i]
+                if b >= 0x41, b <= 0x5A { b |= 0x20 }
+                if b != want[i] { return false }
+                i += 1
+            }
+            return true
+        }
     }
 
     /// Compares bytes at an offset (relative to the reader index) with a lowercase ASCII string.

@@ -26,7 +26,7 @@ public enum HeadWriter {
     }
 
     static func classify(_ bytes: ByteBuffer, _ f: FieldRange) -> FieldKind {
-        func eq(_ name: String) -> Bool { bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, name) }
+        func eq(_ name: StaticString) -> Bool { bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, literal: name) }
         switch f.nameLength {
         case 2: return eq("te") ? .hopByHop : .other
         case 4: return eq("host") ? .host : .other
@@ -114,13 +114,18 @@ public enum HeadWriter {
         into out: inout ByteBuffer
     ) {
         out.writeStaticString("HTTP/1.1 ")
-        out.writeString(String(head.status))
+        let status = head.status
+        out.writeInteger(UInt8(truncatingIfNeeded: 0x30 + status / 100))
+        out.writeInteger(UInt8(truncatingIfNeeded: 0x30 + status / 10 % 10))
+        out.writeInteger(UInt8(truncatingIfNeeded: 0x30 + status % 10))
         out.writeStaticString(" ")
-        out.writeBytes(head.bytes.readableBytesView[(head.bytes.readableBytesView.startIndex + head.reasonStart)...].prefix(head.reasonLength))
+        head.bytes.withUnsafeReadableBytes { raw in
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reasonStart..<(head.reasonStart + head.reasonLength)]))
+        }
         out.writeStaticString("\r\n")
         for f in head.fields {
             switch classify(head.bytes, f) {
-            case .hopByHop where !head.bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, "proxy-authorization"):
+            case .hopByHop where !head.bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, literal: "proxy-authorization"):
                 continue
             case .contentLength where framing != .none:
                 continue

@@ -122,8 +122,10 @@ final class UpstreamPool: @unchecked Sendable {
     /// The most recently used idle connection for `key` that is still open.
     func checkout(_ key: String) -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
-        while var list = idle[key], let conn = list.popLast() {
-            idle[key] = list.isEmpty ? nil : list
+        // Mutate the lists in place: copying an array out of the dictionary and back costs a
+        // copy of the array on every request.
+        while let conn = idle[key]?.popLast() {
+            if idle[key]?.isEmpty == true { idle[key] = nil }
             idleCount -= 1
             conn.handler.onIdleEvent = nil
             if conn.channel.isActive { return conn }
@@ -147,14 +149,11 @@ final class UpstreamPool: @unchecked Sendable {
             self.remove(conn)
             conn.close()
         }
-        var list = idle[conn.key] ?? []
-        if list.count >= maxIdlePerHost {
-            let oldest = list.removeFirst()
+        if let count = idle[conn.key]?.count, count >= maxIdlePerHost, let oldest = idle[conn.key]?.removeFirst() {
             idleCount -= 1
             oldest.close()
         }
-        list.append(conn)
-        idle[conn.key] = list
+        idle[conn.key, default: []].append(conn)
         idleCount += 1
         // Idle connections must always be readable, or their close would go unnoticed.
         conn.handler.resumeReading()
