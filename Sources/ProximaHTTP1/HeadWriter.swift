@@ -60,18 +60,26 @@ public enum HeadWriter {
         out.writeString(target.authority)
         out.writeStaticString("\r\n")
         var forwardedValues: [String] = []
+        var run = LineRun()
         for f in head.fields {
             // Classify by bytes: no String per field on the hot path.
             switch classify(head.bytes, f) {
-            case .hopByHop, .contentLength, .host: continue
+            case .hopByHop, .contentLength, .host:
+                run.flush(head.bytes, into: &out)
+                continue
             case .xForwardedFor where forwardedFor != .keep:
+                run.flush(head.bytes, into: &out)
                 if f.valueLength > 0 { forwardedValues.append(head.value(f)) }
                 continue
             default:
-                if isListed(head.bytes, f, in: head.connection) { continue }
+                if isListed(head.bytes, f, in: head.connection) {
+                    run.flush(head.bytes, into: &out)
+                    continue
+                }
             }
-            copyLine(f, from: head.bytes, into: &out)
+            run.add(f, head.bytes, into: &out)
         }
+        run.flush(head.bytes, into: &out)
         if forwardedFor == .add {
             out.writeStaticString("X-Forwarded-For: ")
             for v in forwardedValues {
@@ -123,17 +131,24 @@ public enum HeadWriter {
             out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reasonStart..<(head.reasonStart + head.reasonLength)]))
         }
         out.writeStaticString("\r\n")
+        var run = LineRun()
         for f in head.fields {
             switch classify(head.bytes, f) {
             case .hopByHop where !head.bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, literal: "proxy-authorization"):
+                run.flush(head.bytes, into: &out)
                 continue
             case .contentLength where framing != .none:
+                run.flush(head.bytes, into: &out)
                 continue
             default:
-                if isListed(head.bytes, f, in: head.connection) { continue }
+                if isListed(head.bytes, f, in: head.connection) {
+                    run.flush(head.bytes, into: &out)
+                    continue
+                }
             }
-            copyLine(f, from: head.bytes, into: &out)
+            run.add(f, head.bytes, into: &out)
         }
+        run.flush(head.bytes, into: &out)
         if let via {
             out.writeStaticString("Via: ")
             out.writeString(head.version == .http11 ? "1.1 " : "1.0 ")
@@ -157,6 +172,33 @@ public enum HeadWriter {
     }
 
     public enum ConnectionHeader: Sendable { case none, close, keepAlive }
+
+    /// Consecutive kept field lines sit next to each other in the received head (each ends
+    /// with its CRLF), so a run of them is copied with one write instead of two per line.
+    struct LineRun {
+        var start = -1
+        var end = -1
+
+        mutating func add(_ f: FieldRange, _ bytes: ByteBuffer, into out: inout ByteBuffer) {
+            if start >= 0, f.lineStart == end {
+                end = f.lineEnd + 2
+                return
+            }
+            flush(bytes, into: &out)
+            start = f.lineStart
+            end = f.lineEnd + 2
+        }
+
+        mutating func flush(_ bytes: ByteBuffer, into out: inout ByteBuffer) {
+            guard start >= 0 else { return }
+            let (s, e) = (start, end)
+            bytes.withUnsafeReadableBytes { raw in
+                out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[s..<e]))
+            }
+            start = -1
+            end = -1
+        }
+    }
 
     static func copyLine(_ f: FieldRange, from bytes: ByteBuffer, into out: inout ByteBuffer) {
         bytes.withUnsafeReadableBytes { raw in

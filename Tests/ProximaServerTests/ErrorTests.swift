@@ -197,6 +197,19 @@ struct ErrorTests {
         }
     }
 
+    @Test func keepAliveIdleTimeoutClosesAfterAResponse() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ $0.timeouts.idle = .milliseconds(300) }) { proxy in
+            let client = PersistentClient(port: proxy.port)
+            try await client.open()
+            let text = try await client.request("GET \(origin.url)/bytes/3 HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(text.hasSuffix("abc"))
+            #expect(await eventually { !client.isOpen })
+            await client.close()
+        }
+    }
+
     @Test func connectionLimitRefusesOnlyTheExtraConnections() async throws {
         let origin = try await TestOrigin.start()
         defer { Task { await origin.stop() } }
