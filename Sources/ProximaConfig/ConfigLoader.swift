@@ -420,7 +420,8 @@ import Glibc
 import Darwin
 #endif
 
-func readTextFile(_ path: String) -> String? {
+/// A whole text file (at most 16 MiB), or nil; without Foundation.
+public func readTextFile(_ path: String) -> String? {
     guard let f = fopen(path, "rb") else { return nil }
     defer { fclose(f) }
     var bytes: [UInt8] = []

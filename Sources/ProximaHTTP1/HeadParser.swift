@@ -273,27 +273,12 @@ public enum HeadParser {
             return .failure(.malformed("the request line does not end with a valid HTTP version"))
         }
 
-        var fields: [FieldRange] = []
-        fields.reserveCapacity(16)
-        var pos = requestLineEnd + 2
-        let headLimit = start + limits.maxHeadBytes
-        while true {
-            if pos >= headLimit { return .failure(.headersTooLarge) }
-            let le: Int
-            switch lineEnd(raw, from: pos, limit: headLimit) {
-            case .failure(let e): return .failure(e)
-            case .success(nil):
-                if raw.count >= headLimit { return .failure(.headersTooLarge) }
-                return .success(.incomplete)
-            case .success(let e?): le = e
-            }
-            if le == pos { pos += 2; break }
-            if fields.count >= limits.maxFields { return .failure(.headersTooLarge) }
-            switch parseField(raw, from: pos, to: le) {
-            case .failure(let e): return .failure(e)
-            case .success(let f): fields.append(f)
-            }
-            pos = le + 2
+        let fields: [FieldRange]
+        let pos: Int
+        switch parseFieldLines(raw, from: requestLineEnd + 2, headLimit: start + limits.maxHeadBytes, maxFields: limits.maxFields) {
+        case .failure(let e): return .failure(e)
+        case .success(nil): return .success(.incomplete)
+        case .success(let (f, end)?): (fields, pos) = (f, end)
         }
 
         var head = RequestHead(
@@ -309,6 +294,34 @@ public enum HeadParser {
     static func matchesHTTPSlashDigitDotDigit(_ raw: UnsafeRawBufferPointer, _ i: Int) -> Bool {
         Array("HTTP/".utf8).enumerated().allSatisfy { raw[i + $0.offset] == $0.element }
             && (0x30...0x39).contains(raw[i + 5]) && raw[i + 6] == UInt8(ascii: ".") && (0x30...0x39).contains(raw[i + 7])
+    }
+
+    /// The field lines after the start line, up to and including the empty line: the fields and
+    /// the offset just past the head, nil when the head has not ended yet.
+    static func parseFieldLines(
+        _ raw: UnsafeRawBufferPointer, from start: Int, headLimit: Int, maxFields: Int
+    ) -> Result<([FieldRange], Int)?, HeadError> {
+        var fields: [FieldRange] = []
+        fields.reserveCapacity(16)
+        var pos = start
+        while true {
+            if pos >= headLimit { return .failure(.headersTooLarge) }
+            let le: Int
+            switch lineEnd(raw, from: pos, limit: headLimit) {
+            case .failure(let e): return .failure(e)
+            case .success(nil):
+                if raw.count >= headLimit { return .failure(.headersTooLarge) }
+                return .success(nil)
+            case .success(let e?): le = e
+            }
+            if le == pos { return .success((fields, pos + 2)) }
+            if fields.count >= maxFields { return .failure(.headersTooLarge) }
+            switch parseField(raw, from: pos, to: le) {
+            case .failure(let e): return .failure(e)
+            case .success(let f): fields.append(f)
+            }
+            pos = le + 2
+        }
     }
 
     static func parseVersion(_ raw: UnsafeRawBufferPointer, from: Int, to: Int) -> HTTPVersion? {
@@ -444,26 +457,12 @@ public enum HeadParser {
                 return .failure(.malformed("the reason phrase holds a control character"))
             }
         }
-        var fields: [FieldRange] = []
-        fields.reserveCapacity(16)
-        var pos = statusEnd + 2
-        while true {
-            if pos >= limits.maxHeadBytes { return .failure(.headersTooLarge) }
-            let le: Int
-            switch lineEnd(raw, from: pos, limit: limits.maxHeadBytes) {
-            case .failure(let e): return .failure(e)
-            case .success(nil):
-                if raw.count >= limits.maxHeadBytes { return .failure(.headersTooLarge) }
-                return .success(.incomplete)
-            case .success(let e?): le = e
-            }
-            if le == pos { pos += 2; break }
-            if fields.count >= limits.maxFields { return .failure(.headersTooLarge) }
-            switch parseField(raw, from: pos, to: le) {
-            case .failure(let e): return .failure(e)
-            case .success(let f): fields.append(f)
-            }
-            pos = le + 2
+        let fields: [FieldRange]
+        let pos: Int
+        switch parseFieldLines(raw, from: statusEnd + 2, headLimit: limits.maxHeadBytes, maxFields: limits.maxFields) {
+        case .failure(let e): return .failure(e)
+        case .success(nil): return .success(.incomplete)
+        case .success(let (f, end)?): (fields, pos) = (f, end)
         }
         var head = ResponseHead(
             bytes: buffer.getSlice(at: buffer.readerIndex, length: pos)!, status: status, version: version,

@@ -89,12 +89,7 @@ public enum HeadWriter {
             out.writeString(clientIP)
             out.writeStaticString("\r\n")
         }
-        if let via {
-            out.writeStaticString("Via: ")
-            out.writeString(head.version == .http11 ? "1.1 " : "1.0 ")
-            out.writeString(via)
-            out.writeStaticString("\r\n")
-        }
+        if let via { writeVia(via, receivedWith: head.version, into: &out) }
         switch head.framing {
         case .chunked: out.writeStaticString("Transfer-Encoding: chunked\r\n")
         case .length(let n):
@@ -149,12 +144,7 @@ public enum HeadWriter {
             run.add(f, head.bytes, into: &out)
         }
         run.flush(head.bytes, into: &out)
-        if let via {
-            out.writeStaticString("Via: ")
-            out.writeString(head.version == .http11 ? "1.1 " : "1.0 ")
-            out.writeString(via)
-            out.writeStaticString("\r\n")
-        }
+        if let via { writeVia(via, receivedWith: head.version, into: &out) }
         switch framing {
         case .length(let n):
             out.writeStaticString("Content-Length: ")
@@ -172,6 +162,13 @@ public enum HeadWriter {
     }
 
     public enum ConnectionHeader: Sendable { case none, close, keepAlive }
+
+    /// `Via: 1.1 name`: the protocol version the message was received with, then our name.
+    static func writeVia(_ via: String, receivedWith version: HTTPVersion, into out: inout ByteBuffer) {
+        out.writeStaticString(version == .http11 ? "Via: 1.1 " : "Via: 1.0 ")
+        out.writeString(via)
+        out.writeStaticString("\r\n")
+    }
 
     /// Consecutive kept field lines sit next to each other in the received head (each ends
     /// with its CRLF), so a run of them is copied with one write instead of two per line.

@@ -96,18 +96,7 @@ public func makeTempPath(_ prefix: String, _ suffix: String) -> String {
     return base + suffix
 }
 
-public func readFile(_ path: String) -> String? {
-    guard let f = fopen(path, "rb") else { return nil }
-    defer { fclose(f) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, f)
-        if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
-        if n < chunk.count { break }
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
+public func readFile(_ path: String) -> String? { readTextFile(path) }
 
 public func writeFile(_ path: String, _ text: String) {
     guard let f = fopen(path, "wb") else { return }
