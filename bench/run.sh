@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds Proxima for release and runs the shared peer benchmark with Proxima's forward proxy as
-# an extra row. Usage: bash bench/run.sh   (env as for peers.sh: RUNS, DUR, CONNS, OBJ, ONLY,
+# extra rows: proxima-fwd (access log to a file, Squid format) and proxima-nolog (no log, as
+# nginx-rev runs). Usage: bash bench/run.sh   (env as for peers.sh: RUNS, DUR, CONNS, OBJ, ONLY,
 # INSTALL=1 to apt-get the peers). Results: the table peers.sh prints, ratios by bench/ratios.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +18,11 @@ trap 'rm -f "$ROWS"' EXIT
 # Access log on (file, Squid format) as in production; CONNECT to the TLS origin allowed.
 cat >"$ROWS" <<ROWS
 proxima-fwd fwd 13180 $BIN serve --config $ROOT/bench/forward.yaml
+proxima-nolog fwd 13181 $BIN serve --config $ROOT/bench/forward-nolog.yaml
 ROWS
 WORK=${WORK:-$(mktemp -d -t proxybench.XXXXXX)}
 export WORK
 sed "s|@WORK@|$WORK|g" "$ROOT/bench/forward.yaml.in" >"$ROOT/bench/forward.yaml"
+cp "$ROOT/bench/forward-nolog.yaml.in" "$ROOT/bench/forward-nolog.yaml"
 bash "$PEERS" --extra "$ROWS"
 bash "$ROOT/bench/ratios.sh" "$WORK/results/table-${OBJ:-1k}.txt"
