@@ -805,7 +805,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         cur.record.status = status
         cur.record.result = result == .miss ? .miss : result
         if cur.record.detail == nil, status >= 400 { cur.record.detail = message }
-        let mustClose = !cur.clientKeepAlive || !cur.requestBodyDone || status == 400 || quiescing
+        // A refused CONNECT closes too: the client may already have sent its TLS hello, which
+        // must not be read as the next request.
+        let mustClose = !cur.clientKeepAlive || !cur.requestBodyDone || status == 400 || quiescing || cur.head.isConnect
         if !cur.requestBodyDone { inbound = nil }
         let page = LocalResponse.make(
             status: status, message: message, request: "\(cur.head.method) \(cur.head.target)", html: cur.wantsHTML,
