@@ -38,7 +38,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         case head
         case length(Int)
         case chunked(ChunkedScanner, decode: Bool)
-        case untilClose
+        /// Until the server closes; `rechunk` frames it as chunks for an HTTP/1.1 client, so the
+        /// client connection can stay open.
+        case untilClose(rechunk: Bool)
         case done
     }
 
@@ -578,9 +580,17 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                     return abortExchange()
                 }
                 cur.response = scanner.isDone ? .done : .chunked(scanner, decode: decode)
-            case .untilClose:
+            case .untilClose(let rechunk):
+                if rechunk {
+                    var size = context.channel.allocator.buffer(capacity: 12)
+                    size.writeString(String(buf.readableBytes, radix: 16))
+                    size.writeStaticString("\r\n")
+                    cur.record.bytesOut += size.readableBytes + 2
+                    context.write(wrapOutboundOut(size), promise: nil)
+                }
                 cur.record.bytesOut += buf.readableBytes
                 context.write(wrapOutboundOut(buf), promise: nil)
+                if rechunk { context.write(wrapOutboundOut(ByteBuffer(staticString: "\r\n")), promise: nil) }
                 buf.moveReaderIndex(to: buf.writerIndex)
             case .done:
                 // More bytes than the response framing announced: never reuse this connection.
@@ -613,9 +623,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 cur.response = .chunked(ChunkedScanner(), decode: true)
             }
         case .untilClose:
-            framing = .untilClose
-            cur.clientKeepAlive = false
-            cur.response = .untilClose
+            if cur.head.version == .http11 {
+                framing = .chunked
+                cur.response = .untilClose(rechunk: true)
+            } else {
+                framing = .untilClose
+                cur.clientKeepAlive = false
+                cur.response = .untilClose(rechunk: false)
+            }
         }
         if !cur.requestBodyDone {
             // The server answered before the whole body arrived: the rest of the body cannot be
@@ -656,7 +671,11 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         guard phase == .forwarding else { return }
         cur.upstreamReusable = false
         switch cur.response {
-        case .untilClose:
+        case .untilClose(let rechunk):
+            if rechunk, let context {
+                context.write(wrapOutboundOut(ByteBuffer(staticString: "0\r\n\r\n")), promise: nil)
+                cur.record.bytesOut += 5
+            }
             cur.response = .done
             responseComplete(cur)
         case .head where cur.responseHeadBuffer == nil && !cur.responseStarted:

@@ -207,13 +207,21 @@ struct ForwardProxyTests {
         }
     }
 
-    @Test func closeDelimitedResponse() async throws {
+    @Test func closeDelimitedResponseIsChunkedForHTTP11AndCloseDelimitedForHTTP10() async throws {
         let origin = try await RawOrigin.start(closeAfter: true) { _ in "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end" }
         defer { Task { await origin.stop() } }
         try await ProxyHarness.withProxy { proxy in
-            let r = try await send(proxy, ["GET \(origin.url)/ HTTP/1.1\r\nHost: a\r\n\r\n"], responses: 9)
-            #expect(r.replies.first?.body == "until the end")
-            #expect(r.closed)
+            // HTTP/1.1: re-framed as chunks, and the client connection stays open for more.
+            let r = try await send(proxy, [
+                "GET \(origin.url)/ HTTP/1.1\r\nHost: a\r\n\r\nGET \(origin.url)/again HTTP/1.1\r\nHost: a\r\n\r\n"
+            ], responses: 2)
+            #expect(r.replies.count == 2)
+            #expect(r.replies.allSatisfy { $0.body == "until the end" && $0.header("transfer-encoding") == "chunked" })
+            #expect(!r.closed)
+            // HTTP/1.0: passed on as it came, ended by closing.
+            let r10 = try await send(proxy, ["GET \(origin.url)/ HTTP/1.0\r\n\r\n"], responses: 9)
+            #expect(r10.replies.first?.body == "until the end")
+            #expect(r10.closed)
         }
     }
 }
