@@ -165,6 +165,18 @@ struct ErrorTests {
         }
     }
 
+    @Test func upstreamConnectTimeoutIs504() async throws {
+        // A listener with a zero backlog that never accepts: once one connection waits in its
+        // queue, further SYNs are dropped and a connect hangs until its timeout.
+        let listener = try BlackholeListener()
+        defer { listener.close() }
+        try await ProxyHarness.withProxy({ $0.timeouts.upstreamConnect = .milliseconds(300) }) { proxy in
+            let r = try await send(proxy, ["GET http://127.0.0.1:\(listener.port)/ HTTP/1.1\r\nHost: a\r\n\r\n"])
+            #expect(r.replies.first?.status == 504)
+            #expect(r.replies.first?.body.contains("Timed out connecting to 127.0.0.1:\(listener.port)") == true)
+        }
+    }
+
     @Test func forwardingLoopIs508() async throws {
         try await ProxyHarness.withProxy({ $0.proxy.viaName = "loopy" }) { proxy in
             // The proxy forwards to itself; the second pass sees its own Via.

@@ -154,3 +154,41 @@ func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -
     }
     return try await condition()
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A loopback TCP listener with a zero backlog that never accepts, its queue already filled by
+/// one connection: further connects to it hang (their SYNs are dropped).
+final class BlackholeListener {
+    let fd: Int32
+    let filler: Int32
+    let port: Int
+
+    struct Failure: Error { var step: String }
+
+    init() throws {
+        let listenFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        let size = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listenFD, $0, size) } }
+        guard bound == 0, listen(listenFD, 0) == 0 else { throw Failure(step: "bind/listen") }
+        var len = size
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listenFD, $0, &len) } }
+        let fillerFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let connected = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fillerFD, $0, size) } }
+        guard connected == 0 else { throw Failure(step: "fill the queue") }
+        fd = listenFD
+        filler = fillerFD
+        port = Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    func close() {
+        _ = Glibc.close(filler)
+        _ = Glibc.close(fd)
+    }
+}
