@@ -1,3 +1,4 @@
+import Atomics
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -23,6 +24,10 @@ final class DNSResolver: Sendable {
     }
 
     private let cache = Mutex<[String: Entry]>([:])
+    /// Lookups under way, so that a burst of requests for one cold name makes one lookup.
+    private let inFlight = Mutex<[String: EventLoopFuture<[SocketAddress]>]>([:])
+    /// getaddrinfo calls made (tests read it).
+    let lookups = ManagedAtomic(0)
     private let threadPool: NIOThreadPool
     let ttl: TimeAmount
     let negativeTTL: TimeAmount
@@ -52,9 +57,24 @@ final class DNSResolver: Sendable {
         if let cached {
             return eventLoop.makeCompletedFuture(cached.result.map { $0.map { $0.withPort(port) } }.mapError { $0 as Error })
         }
+        let (future, started) = inFlight.withLock { flights -> (EventLoopFuture<[SocketAddress]>, Bool) in
+            if let f = flights[host] { return (f, false) }
+            let f = lookup(host: host, on: eventLoop)
+            flights[host] = f
+            return (f, true)
+        }
+        if started {
+            future.whenComplete { _ in self.inFlight.withLock { _ = $0.removeValue(forKey: host) } }
+        }
+        return future.hop(to: eventLoop).map { $0.map { $0.withPort(port) } }
+    }
+
+    /// One getaddrinfo on the thread pool; the answer (addresses with port 0) is cached.
+    private func lookup(host: String, on eventLoop: EventLoop) -> EventLoopFuture<[SocketAddress]> {
         let ttl = self.ttl
         let negativeTTL = self.negativeTTL
         return threadPool.runIfActive(eventLoop: eventLoop) { [self] () -> [SocketAddress] in
+            lookups.wrappingIncrement(ordering: .relaxed)
             let result = DNSResolver.getaddrinfoBlocking(host: host)
             let expires = NIODeadline.now() + ((try? result.get()) == nil ? negativeTTL : ttl)
             self.cache.withLock { c in
@@ -66,7 +86,7 @@ final class DNSResolver: Sendable {
                 }
                 if self.maxEntries > 0 { c[host] = Entry(result: result, expires: expires) }
             }
-            return try result.get().map { $0.withPort(port) }
+            return try result.get()
         }
     }
 
