@@ -790,11 +790,16 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         case .closing:
             context?.close(promise: nil)
         case .connecting, .forwarding:
-            // The client finished sending; the response still goes out, then the connection ends.
-            if let cur = current, !cur.requestBodyDone {
-                cur.record.detail = "client closed before sending the whole request body"
-                abortExchange()
-            }
+            // A client that closes while its request is in flight has gone away (browsers do not
+            // half-close); as nginx does, stop the exchange rather than hold an upstream
+            // connection for a response nobody will read.
+            // A CONNECT client may send its data and half-close before the tunnel is up: the
+            // half-close is passed on once it is (see attach).
+            guard let cur = current, !cur.head.isConnect else { return }
+            cur.record.detail = cur.requestBodyDone
+                ? "client closed the connection before the response was complete"
+                : "client closed before sending the whole request body"
+            abortExchange()
         }
     }
 

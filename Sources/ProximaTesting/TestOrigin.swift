@@ -16,15 +16,19 @@ public final class TestOrigin: Sendable {
     public let port: Int
     public let host: String
     let accepted: ManagedAtomic<Int>
+    let open: ManagedAtomic<Int>
 
     /// TCP connections accepted so far.
     public var connectionsAccepted: Int { accepted.load(ordering: .relaxed) }
+    /// TCP connections open now.
+    public var connectionsOpen: Int { open.load(ordering: .relaxed) }
 
-    init(channel: Channel, host: String, accepted: ManagedAtomic<Int>) {
+    init(channel: Channel, host: String, accepted: ManagedAtomic<Int>, open: ManagedAtomic<Int>) {
         self.channel = channel
         self.port = channel.localAddress!.port!
         self.host = host
         self.accepted = accepted
+        self.open = open
     }
 
     /// `http://127.0.0.1:PORT` (or `http://[::1]:PORT`).
@@ -32,17 +36,20 @@ public final class TestOrigin: Sendable {
 
     public static func start(host: String = "127.0.0.1", group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> TestOrigin {
         let accepted = ManagedAtomic(0)
+        let open = ManagedAtomic(0)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 accepted.wrappingIncrement(ordering: .relaxed)
+                open.wrappingIncrement(ordering: .relaxed)
+                channel.closeFuture.whenComplete { _ in open.wrappingDecrement(ordering: .relaxed) }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(OriginHandler())
                 }
             }
             .bind(host: host, port: 0).get()
-        return TestOrigin(channel: channel, host: host, accepted: accepted)
+        return TestOrigin(channel: channel, host: host, accepted: accepted, open: open)
     }
 
     public func stop() async {

@@ -138,6 +138,38 @@ struct ForwardProxyTests {
         }
     }
 
+    @Test func idleUpstreamConnectionsAreClosedAfterTheirTimeout() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ $0.upstreamPool.idleTimeout = .milliseconds(200) }) { proxy in
+            let r = try await send(proxy, ["GET \(origin.url)/bytes/1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"], responses: 9)
+            #expect(r.replies.first?.status == 200)
+            #expect(origin.connectionsAccepted == 1)
+            // The client is gone; the pooled upstream connection goes once it has idled 200ms.
+            #expect(await eventually { origin.connectionsOpen == 0 })
+        }
+    }
+
+    @Test func upstreamConnectionIsNotReusedAfterAnUnfinishedBody() async throws {
+        let origin = try await RawOrigin.start(closeAfter: false) { head in
+            head.contains("/short") ? "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nonly5" : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        }
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy { proxy in
+            // The client gives up mid-body: that upstream connection must not serve anyone else.
+            let cut = try await RawClient.exchange(port: proxy.port, send: ["GET \(origin.url)/short HTTP/1.1\r\nHost: a\r\n\r\n"], timeout: .seconds(5)) {
+                $0.hasSuffix("only5")
+            }
+            #expect(cut.text.hasSuffix("only5"))
+            for _ in 0..<4 {
+                let r = try await send(proxy, ["GET \(origin.url)/ok HTTP/1.1\r\nHost: a\r\n\r\n"])
+                #expect(r.replies.first?.body == "ok")
+            }
+            // And the abandoned exchange does not linger.
+            #expect(await eventually { proxy.server.openConnections["test"] == 0 })
+        }
+    }
+
     @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
         let origin = try await TestOrigin.start()
         defer { Task { await origin.stop() } }
