@@ -22,7 +22,7 @@ let package = Package(
         // Configuration model, YAML loading, defaults and validation. No networking.
         .target(
             name: "ProximaConfig",
-            dependencies: ["ProximaPolicy", "ProximaHTTP1", .product(name: "Yams", package: "Yams")]
+            dependencies: ["ProximaPolicy", "ProximaHTTP1", "ProximaTelemetry", .product(name: "Yams", package: "Yams")]
         ),
         // Strict HTTP/1.1 framing (RFC 9112) on raw bytes: request and response heads, body
         // framing, hop-by-hop rules. Pure: only ByteBuffer from NIOCore.
@@ -33,10 +33,7 @@ let package = Package(
         // Access decisions (client networks, ports, domains). Nothing of NIO.
         .target(name: "ProximaPolicy"),
         // The Exchange record, access-log formats and sinks.
-        .target(
-            name: "ProximaTelemetry",
-            dependencies: [.product(name: "Logging", package: "swift-log")]
-        ),
+        .target(name: "ProximaTelemetry"),
         // Everything with a socket.
         .target(
             name: "ProximaServer",

@@ -1,5 +1,6 @@
 import ProximaHTTP1
 import ProximaPolicy
+import ProximaTelemetry
 
 /// The whole configuration. Every field has a safe default, so an empty file (or none) is a
 /// forward proxy on 127.0.0.1:3128 for loopback and private-network clients only.
@@ -23,7 +24,7 @@ public struct ProximaConfiguration: Sendable, Equatable {
     public static let builtInDefault = ProximaConfiguration()
 }
 
-public enum ListenerRole: String, Sendable, Equatable, CaseIterable, Encodable {
+public enum ListenerRole: String, Sendable, Equatable, CaseIterable {
     case forward
 }
 
@@ -95,16 +96,9 @@ public struct DNSConfig: Sendable, Equatable {
     public init() {}
 }
 
-public enum AccessLogFormat: String, Sendable, Equatable, CaseIterable, Encodable {
-    case squid
-    case combined
-    case json
-}
-
-public enum AccessLogSink: Sendable, Equatable {
-    case stdout
-    case file(String)
-}
+/// Log formats and destinations are the writer's own types (ProximaTelemetry).
+public typealias AccessLogFormat = AccessLogLineFormat
+public typealias AccessLogSink = LogDestination
 
 public struct AccessLogConfig: Sendable, Equatable {
     public var sink: AccessLogSink
@@ -116,7 +110,7 @@ public struct AccessLogConfig: Sendable, Equatable {
     }
 }
 
-public enum LogLevel: String, Sendable, Equatable, CaseIterable, Encodable {
+public enum LogLevel: String, Sendable, Equatable, CaseIterable {
     case trace, debug, info, notice, warning, error, critical
 }
 

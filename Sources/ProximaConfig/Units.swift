@@ -1,6 +1,6 @@
 /// A time span from the configuration (`10s`, `500ms`, `5m`, `1h`, `1d`; a bare number is
 /// seconds, as in nginx).
-public struct TimeSpan: Sendable, Hashable, Comparable, CustomStringConvertible, Encodable {
+public struct TimeSpan: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var nanoseconds: Int64
 
     public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
@@ -36,15 +36,11 @@ public struct TimeSpan: Sendable, Hashable, Comparable, CustomStringConvertible,
         return "\(s)s"
     }
 
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        try c.encode(description)
-    }
 }
 
 /// A byte count from the configuration: `64KiB`, `8MiB`, `1GiB` (binary), `10KB`, `5MB`
 /// (decimal), `8k`/`8m`/`1g` (binary, as nginx), or a bare number of bytes.
-public struct ByteSize: Sendable, Hashable, Comparable, CustomStringConvertible, Encodable {
+public struct ByteSize: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var bytes: Int
 
     public init(bytes: Int) { self.bytes = bytes }
@@ -77,15 +73,11 @@ public struct ByteSize: Sendable, Hashable, Comparable, CustomStringConvertible,
         return "\(bytes)B"
     }
 
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        try c.encode(description)
-    }
 }
 
 /// A listening address: `127.0.0.1:3128`, `[::1]:3128`, `0.0.0.0:8080`. Port 0 asks the
 /// system for a free port (used by tests).
-public struct ListenAddress: Sendable, Hashable, CustomStringConvertible, Encodable {
+public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     public var host: String
     public var port: Int
 
@@ -117,10 +109,6 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible, Encoda
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        try c.encode(description)
-    }
 }
 
 extension StringProtocol {

@@ -75,7 +75,6 @@ public struct HeadLimits: Sendable, Equatable {
 public struct ConnectionOptions: Sendable, Equatable {
     public var close = false
     public var keepAlive = false
-    public var upgrade = false
     public var others: [String] = []
 }
 
@@ -103,11 +102,6 @@ public struct RequestHead: Sendable {
 
     public func name(_ field: FieldRange) -> String { bytes.string(at: field.nameStart, length: field.nameLength) }
     public func value(_ field: FieldRange) -> String { bytes.string(at: field.valueStart, length: field.valueLength) }
-
-    /// Values of every field with that name (case-insensitive), in order.
-    public func values(_ name: String) -> [String] {
-        fields.compactMap { nameEquals($0, name) ? value($0) : nil }
-    }
 
     public func firstValue(_ name: String) -> String? {
         fields.first { nameEquals($0, name) }.map(value)
@@ -557,7 +551,6 @@ extension ConnectionOptions {
         switch token.lowercased() {
         case "close": close = true
         case "keep-alive": keepAlive = true
-        case "upgrade": upgrade = true
         case let other: others.append(other)
         }
     }
@@ -584,17 +577,7 @@ extension ByteBuffer {
     @inlinable
     public func asciiCaseInsensitiveEquals(at offset: Int, length: Int, literal: StaticString) -> Bool {
         guard literal.utf8CodeUnitCount == length else { return false }
-        let want = literal.utf8Start
-        return withUnsafeReadableBytes { raw in
-            var i = 0
-            while i < length {
-                var b = raw[offset + i]
-                if b >= 0x41, b <= 0x5A { b |= 0x20 }
-                if b != want[i] { return false }
-                i += 1
-            }
-            return true
-        }
+        return literal.withUTF8Buffer { asciiCaseInsensitiveEquals(at: offset, lowercased: $0) }
     }
 
     /// Compares bytes at an offset (relative to the reader index) with a lowercase ASCII string.
@@ -602,17 +585,18 @@ extension ByteBuffer {
     public func asciiCaseInsensitiveEquals(at offset: Int, length: Int, _ lowercased: String) -> Bool {
         guard lowercased.utf8.count == length else { return false }
         var name = lowercased
-        return name.withUTF8 { want in
-            withUnsafeReadableBytes { raw in
-                var i = 0
-                while i < length {
-                    var b = raw[offset + i]
-                    if b >= 0x41, b <= 0x5A { b |= 0x20 }
-                    if b != want[i] { return false }
-                    i += 1
-                }
-                return true
+        return name.withUTF8 { asciiCaseInsensitiveEquals(at: offset, lowercased: $0) }
+    }
+
+    @inlinable @usableFromInline
+    func asciiCaseInsensitiveEquals(at offset: Int, lowercased want: UnsafeBufferPointer<UInt8>) -> Bool {
+        withUnsafeReadableBytes { raw in
+            for i in 0..<want.count {
+                var b = raw[offset + i]
+                if b >= 0x41, b <= 0x5A { b |= 0x20 }
+                if b != want[i] { return false }
             }
+            return true
         }
     }
 }

@@ -1,7 +1,7 @@
 import NIOCore
 
 /// What to do with `X-Forwarded-For` on requests sent upstream.
-public enum ForwardedForMode: String, Sendable, Equatable, CaseIterable, Codable {
+public enum ForwardedForMode: String, Sendable, Equatable, CaseIterable {
     /// Append the client's address to the list (as Squid's `forwarded_for on`).
     case add
     /// Pass what the client sent, add nothing.
@@ -60,26 +60,15 @@ public enum HeadWriter {
         out.writeString(target.authority)
         out.writeStaticString("\r\n")
         var forwardedValues: [String] = []
-        var run = LineRun()
-        for f in head.fields {
-            // Classify by bytes: no String per field on the hot path.
-            switch classify(head.bytes, f) {
-            case .hopByHop, .contentLength, .host:
-                run.flush(head.bytes, into: &out)
-                continue
+        copyFields(of: head.bytes, head.fields, connection: head.connection, into: &out) { f, kind in
+            switch kind {
+            case .hopByHop, .contentLength, .host: return false
             case .xForwardedFor where forwardedFor != .keep:
-                run.flush(head.bytes, into: &out)
                 if f.valueLength > 0 { forwardedValues.append(head.value(f)) }
-                continue
-            default:
-                if isListed(head.bytes, f, in: head.connection) {
-                    run.flush(head.bytes, into: &out)
-                    continue
-                }
+                return false
+            default: return true
             }
-            run.add(f, head.bytes, into: &out)
         }
-        run.flush(head.bytes, into: &out)
         if forwardedFor == .add {
             out.writeStaticString("X-Forwarded-For: ")
             for v in forwardedValues {
@@ -91,11 +80,8 @@ public enum HeadWriter {
         }
         if let via { writeVia(via, receivedWith: head.version, into: &out) }
         switch head.framing {
-        case .chunked: out.writeStaticString("Transfer-Encoding: chunked\r\n")
-        case .length(let n):
-            out.writeStaticString("Content-Length: ")
-            out.writeString(String(n))
-            out.writeStaticString("\r\n")
+        case .chunked: writeFraming(.chunked, into: &out)
+        case .length(let n): writeFraming(.length(n), into: &out)
         case .none, .untilClose: break
         }
         out.writeStaticString("\r\n")
@@ -126,33 +112,16 @@ public enum HeadWriter {
             out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reasonStart..<(head.reasonStart + head.reasonLength)]))
         }
         out.writeStaticString("\r\n")
-        var run = LineRun()
-        for f in head.fields {
-            switch classify(head.bytes, f) {
-            case .hopByHop where !head.bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, literal: "proxy-authorization"):
-                run.flush(head.bytes, into: &out)
-                continue
-            case .contentLength where framing != .none:
-                run.flush(head.bytes, into: &out)
-                continue
-            default:
-                if isListed(head.bytes, f, in: head.connection) {
-                    run.flush(head.bytes, into: &out)
-                    continue
-                }
+        copyFields(of: head.bytes, head.fields, connection: head.connection, into: &out) { f, kind in
+            switch kind {
+            // Proxy-Authorization shares the request rule's class but means nothing here.
+            case .hopByHop: return head.bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, literal: "proxy-authorization")
+            case .contentLength: return framing == .none
+            default: return true
             }
-            run.add(f, head.bytes, into: &out)
         }
-        run.flush(head.bytes, into: &out)
         if let via { writeVia(via, receivedWith: head.version, into: &out) }
-        switch framing {
-        case .length(let n):
-            out.writeStaticString("Content-Length: ")
-            out.writeString(String(n))
-            out.writeStaticString("\r\n")
-        case .chunked: out.writeStaticString("Transfer-Encoding: chunked\r\n")
-        case .none, .untilClose: break
-        }
+        writeFraming(framing, into: &out)
         switch connection {
         case .none: break
         case .close: out.writeStaticString("Connection: close\r\n")
@@ -170,38 +139,44 @@ public enum HeadWriter {
         out.writeStaticString("\r\n")
     }
 
-    /// Consecutive kept field lines sit next to each other in the received head (each ends
-    /// with its CRLF), so a run of them is copied with one write instead of two per line.
-    struct LineRun {
-        var start = -1
-        var end = -1
-
-        mutating func add(_ f: FieldRange, _ bytes: ByteBuffer, into out: inout ByteBuffer) {
-            if start >= 0, f.lineStart == end {
-                end = f.lineEnd + 2
-                return
-            }
-            flush(bytes, into: &out)
-            start = f.lineStart
-            end = f.lineEnd + 2
-        }
-
-        mutating func flush(_ bytes: ByteBuffer, into out: inout ByteBuffer) {
-            guard start >= 0 else { return }
-            let (s, e) = (start, end)
-            bytes.withUnsafeReadableBytes { raw in
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[s..<e]))
-            }
-            start = -1
-            end = -1
+    /// The framing field for a body the proxy frames itself (none for `.none`/`.untilClose`).
+    static func writeFraming(_ framing: ClientFraming, into out: inout ByteBuffer) {
+        switch framing {
+        case .length(let n):
+            out.writeStaticString("Content-Length: ")
+            out.writeString(String(n))
+            out.writeStaticString("\r\n")
+        case .chunked: out.writeStaticString("Transfer-Encoding: chunked\r\n")
+        case .none, .untilClose: break
         }
     }
 
-    static func copyLine(_ f: FieldRange, from bytes: ByteBuffer, into out: inout ByteBuffer) {
-        bytes.withUnsafeReadableBytes { raw in
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[f.lineStart..<f.lineEnd]))
+    /// Copies the field lines `keep` accepts (and the `Connection` field does not name).
+    /// Consecutive kept lines sit next to each other in the received head, each with its CRLF,
+    /// so a run of them is copied with one write instead of two per line.
+    static func copyFields(
+        of bytes: ByteBuffer, _ fields: [FieldRange], connection: ConnectionOptions, into out: inout ByteBuffer,
+        keep: (FieldRange, FieldKind) -> Bool
+    ) {
+        var runStart = -1
+        var runEnd = -1
+        func flushRun(_ out: inout ByteBuffer) {
+            guard runStart >= 0 else { return }
+            bytes.withUnsafeReadableBytes { raw in out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[runStart..<runEnd])) }
+            runStart = -1
         }
-        out.writeStaticString("\r\n")
+        for f in fields {
+            guard keep(f, classify(bytes, f)), !isListed(bytes, f, in: connection) else {
+                flushRun(&out)
+                continue
+            }
+            if runStart < 0 || f.lineStart != runEnd {
+                flushRun(&out)
+                runStart = f.lineStart
+            }
+            runEnd = f.lineEnd + 2
+        }
+        flushRun(&out)
     }
 
     /// Whether a `Via` field names this proxy as a recipient, i.e. the request has looped back.

@@ -12,10 +12,14 @@ public struct RequestTarget: Sendable, Equatable {
 
     /// `host` for the Host field and logs: IPv6 literals in brackets, the port only when not default.
     public var authority: String {
-        let h = host.utf8.contains(UInt8(ascii: ":")) ? "[" + host + "]" : host
         let defaultPort = scheme == "https" ? 443 : 80
-        return port == defaultPort && !explicitPort ? h : h + ":" + String(port)
+        return port == defaultPort && !explicitPort ? bracketedHost : hostPort
     }
+
+    /// `host:port` always (IPv6 in brackets): the upstream pool's key, and how errors name it.
+    public var hostPort: String { bracketedHost + ":" + String(port) }
+
+    var bracketedHost: String { host.utf8.contains(UInt8(ascii: ":")) ? "[" + host + "]" : host }
 
     public init(scheme: String, host: String, port: Int, pathAndQuery: String, explicitPort: Bool) {
         self.scheme = scheme

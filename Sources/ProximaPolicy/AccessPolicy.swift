@@ -38,7 +38,7 @@ public struct DomainPattern: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-public enum AccessAction: String, Sendable, Equatable, Codable {
+public enum AccessAction: String, Sendable, Equatable {
     case allow
     case deny
 }

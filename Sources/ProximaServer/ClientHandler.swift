@@ -84,7 +84,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
 
         var isIdempotent: Bool {
-            ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].contains(head.method)
+            switch head.method {
+            case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE": return true
+            default: return false
+            }
         }
     }
 
@@ -100,7 +103,6 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private var pendingRead = false
     private var inputClosed = false
     private var quiescing = false
-    private var servedRequests = 0
     /// When the current head must be complete (header-read or keep-alive idle timeout).
     private var headDeadline: NIODeadline = .now()
     private var waitingIdle = false
@@ -276,7 +278,6 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         let cur = Current(record: record, head: head, now: .now())
         if quiescing { cur.clientKeepAlive = false }
         current = cur
-        servedRequests += 1
         phase = .connecting
 
         if head.isConnect {
@@ -343,7 +344,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connectUpstream(_ cur: Current, _ target: RequestTarget, reuse: Bool) {
         guard let context else { return }
         let loop = context.eventLoop
-        let key = target.host + ":" + String(target.port)
+        let key = target.hostPort
         let pool = services.pools.pool(for: loop)
         cur.attempts += 1
         if reuse, let conn = pool?.checkout(key) {
@@ -395,12 +396,12 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     private func connectFailed(_ cur: Current, _ target: RequestTarget, _ error: Error) {
-        let what = target.port == 80 || cur.head.isConnect ? "\(target.host):\(target.port)" : target.authority
+        let what = target.hostPort
         if let e = error as? ResolveError {
             cur.record.detail = e.description
             return respondLocally(502, "Cannot resolve \(target.host): \(e.message).", result: cur.record.result)
         }
-        if error is ChannelError, case .connectTimeout = error as! ChannelError {
+        if case ChannelError.connectTimeout? = error as? ChannelError {
             cur.record.detail = "connect timeout to \(what)"
             return respondLocally(504, "Timed out connecting to \(what).", result: cur.record.result)
         }
@@ -524,7 +525,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 buf.moveReaderIndex(to: buf.writerIndex)
                 let parsed: ParseResult<ResponseHead>
                 do {
-                    parsed = try HeadParser.parseResponse(headBuf, requestMethod: cur.head.method, limits: HeadLimits(maxHeadBytes: settings.headLimits.maxHeadBytes))
+                    parsed = try HeadParser.parseResponse(headBuf, requestMethod: cur.head.method, limits: settings.responseHeadLimits)
                 } catch {
                     cur.responseHeadBuffer = nil
                     return upstreamFailed(cur, status: 502, "The upstream server sent an invalid response head (\(error.reason)).")
@@ -558,16 +559,13 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 let consumed: Int
                 do {
                     if decode {
+                        // Only the chunk data goes on, as slices of what was read.
                         let base = buf
-                        var pieces: [ByteBuffer] = []
-                        consumed = try buf.withUnsafeReadableBytes { raw in
+                        consumed = try base.withUnsafeReadableBytes { raw in
                             try scanner.scan(raw) { start, count in
-                                pieces.append(base.getSlice(at: base.readerIndex + start, length: count)!)
+                                cur.record.bytesOut += count
+                                context.write(wrapOutboundOut(base.getSlice(at: base.readerIndex + start, length: count)!), promise: nil)
                             }
-                        }
-                        for p in pieces {
-                            cur.record.bytesOut += p.readableBytes
-                            context.write(wrapOutboundOut(p), promise: nil)
                         }
                         buf.moveReaderIndex(forwardBy: consumed)
                     } else {
@@ -652,9 +650,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             cur.tunnelUpstreamClosed = true
             if cur.tunnelClientClosed { return finishTunnel(cur) }
             // Pass the half-close on once everything before it has been written.
-            context?.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
-                self.context?.close(mode: .output, promise: nil)
-            }
+            if let context { afterPendingWrites(context.channel) { context.close(mode: .output, promise: nil) } }
             return
         }
         upstreamEnded(cur, error: nil)
@@ -711,7 +707,6 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         cur.upstream = nil
         up.handler.owner = nil
         if reusable, let context, let pool = services.pools.pool(for: context.eventLoop) {
-            up.requestsServed += 1
             pool.checkin(up, maxIdlePerHost: settings.maxIdlePerHost, idleTimeout: settings.poolIdleTimeout)
         } else {
             up.close()
@@ -768,9 +763,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         log(cur)
         current = nil
         phase = .closing
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        afterPendingWrites(context.channel) { context.close(promise: nil) }
     }
 
     private func clientInputClosed() {
@@ -781,9 +774,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             if cur.tunnelUpstreamClosed { return finishTunnel(cur) }
             if let up = cur.upstream {
                 flushUpstream()
-                up.channel.writeAndFlush(ByteBuffer()).assumeIsolated().whenComplete { _ in
-                    up.channel.close(mode: .output, promise: nil)
-                }
+                afterPendingWrites(up.channel) { up.channel.close(mode: .output, promise: nil) }
             }
         case .head:
             if current == nil { context?.close(promise: nil) }
@@ -810,7 +801,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         phase = .closing
         inbound = nil
         if let up = current?.upstream { up.close() }
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
+        afterPendingWrites(context.channel) {
             guard let context = self.context else { return }
             if self.inputClosed {
                 context.close(promise: nil)
@@ -822,12 +813,19 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         resumeReadingIfNeeded()
     }
 
+    /// Runs `action` once everything written to `channel` so far has gone out (writes complete
+    /// in order, so an empty write's completion marks the point). Closing the output earlier
+    /// would fail the writes still queued.
+    private func afterPendingWrites(_ channel: Channel, _ action: @escaping () -> Void) {
+        channel.writeAndFlush(ByteBuffer()).assumeIsolated().whenComplete { _ in action() }
+    }
+
     // MARK: - Local answers
 
     private func respondLocally(_ status: Int, _ message: String, result: ResultCode) {
         guard let context, let cur = current else { return }
         cur.record.status = status
-        cur.record.result = result == .miss ? .miss : result
+        cur.record.result = result
         if cur.record.detail == nil, status >= 400 { cur.record.detail = message }
         // A refused CONNECT closes too: the client may already have sent its TLS hello, which
         // must not be read as the next request.
@@ -853,10 +851,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         record.result = .none
         record.detail = error.reason
         record.bytesIn = inbound?.readableBytes ?? 0
-        let wantsHTML = false
+        // The head could not be read, so neither could its Accept: plain text.
         let page = LocalResponse.make(
             status: error.status, message: "Proxima could not accept this request: \(error.reason).", request: nil,
-            html: wantsHTML, close: true, via: settings.via, allocator: context.channel.allocator)
+            html: false, close: true, via: settings.via, allocator: context.channel.allocator)
         record.bytesOut = page.readableBytes
         settings.accessLog.record(record)
         inbound = nil

@@ -48,29 +48,29 @@ public final class ProximaServer: Sendable {
         var accessLog: AccessLogWriter
         /// Writers replaced by a reload, closed at shutdown (connections may still use them).
         var retiredLogs: [AccessLogWriter] = []
-        var started = false
     }
 
     private let state: Mutex<State>
     private let services: ServerServices
-    private let ownsThreadPool: NIOThreadPool?
+    /// Runs the blocking DNS lookups.
+    private let threadPool: NIOThreadPool
     public let logger: Logger
 
     public init(configuration: ProximaConfiguration, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "proxima")) throws {
         let log = try Self.makeAccessLog(configuration)
         let pool = NIOThreadPool(numberOfThreads: 2)
         pool.start()
-        self.ownsThreadPool = pool
+        self.threadPool = pool
         let resolver = DNSResolver(
             threadPool: pool, ttl: .nanoseconds(configuration.dns.cacheTTL.nanoseconds),
             negativeTTL: .nanoseconds(configuration.dns.negativeTTL.nanoseconds), maxEntries: configuration.dns.maxEntries)
-        self.services = ServerServices(group: group, resolver: resolver, pools: UpstreamPools(group: group), logger: logger)
+        self.services = ServerServices(group: group, resolver: resolver, pools: UpstreamPools(group: group))
         self.state = Mutex(State(config: configuration, accessLog: log))
         self.logger = logger
     }
 
     static func makeAccessLog(_ config: ProximaConfiguration) throws -> AccessLogWriter {
-        try AccessLogWriter(config.logging.access.map { ($0.sink.destination, $0.format.lineFormat) })
+        try AccessLogWriter(config.logging.access.map { ($0.sink, $0.format) })
     }
 
     public var configuration: ProximaConfiguration { state.withLock { $0.config } }
@@ -82,19 +82,17 @@ public final class ProximaServer: Sendable {
 
     public func start() async throws {
         let (config, log) = state.withLock { ($0.config, $0.accessLog) }
+        let settings = RuntimeSettings(config: config, accessLog: log)
         var bound: [Listener] = []
         do {
             for l in config.listeners {
-                bound.append(try await bind(l, settings: RuntimeSettings(config: config, accessLog: log)))
+                bound.append(try await bind(l, settings: settings))
             }
         } catch {
             for l in bound { try? await l.channel.close() }
             throw error
         }
-        state.withLock {
-            $0.listeners = bound
-            $0.started = true
-        }
+        state.withLock { $0.listeners = bound }
     }
 
     private func bind(_ lc: ListenerConfig, settings: RuntimeSettings) async throws -> Listener {
@@ -119,7 +117,7 @@ public final class ProximaServer: Sendable {
                 let settings = listener.settings.withLock { $0 }
                 let open = listener.open.wrappingIncrementThenLoad(ordering: .relaxed)
                 channel.closeFuture.whenComplete { _ in listener.open.wrappingDecrement(ordering: .relaxed) }
-                if open > settings.config.limits.maxConnections {
+                if open > settings.maxConnections {
                     // Over the limit: refuse this one, leave every established connection alone.
                     return channel.close()
                 }
@@ -146,11 +144,11 @@ public final class ProximaServer: Sendable {
     public func reload(_ config: ProximaConfiguration) async throws {
         let (oldConfig, oldListeners, oldLog) = state.withLock { ($0.config, $0.listeners, $0.accessLog) }
         let log = config.logging.access == oldConfig.logging.access ? oldLog : try Self.makeAccessLog(config)
+        let settings = RuntimeSettings(config: config, accessLog: log)
         var kept: [Listener] = []
         var added: [Listener] = []
         do {
             for lc in config.listeners {
-                let settings = RuntimeSettings(config: config, accessLog: log)
                 if lc.address.port != 0, let existing = oldListeners.first(where: { $0.matches(lc.address) }) {
                     existing.settings.withLock { $0 = settings }
                     kept.append(existing)
@@ -160,6 +158,7 @@ public final class ProximaServer: Sendable {
             }
         } catch {
             for l in added { try? await l.channel.close() }
+            if log !== oldLog { log.shutdown() }
             throw error
         }
         let removed = oldListeners.filter { old in !kept.contains { $0 === old } }
@@ -185,22 +184,20 @@ public final class ProximaServer: Sendable {
             l.quiesce.initiateShutdown(promise: p)
             futures.append(p.futureResult)
         }
+        // Drained or timed out, whichever comes first (a promise completed twice keeps the first).
         let loop = services.group.next()
-        let all = EventLoopFuture.andAllComplete(futures, on: loop)
-        let timedOut = loop.scheduleTask(in: timeout) {}
-        await withCheckedContinuation { (k: CheckedContinuation<Void, Never>) in
-            let once = ManagedAtomic(false)
-            all.whenComplete { _ in if once.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged { k.resume() } }
-            timedOut.futureResult.whenComplete { _ in if once.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged { k.resume() } }
-        }
-        timedOut.cancel()
+        let drained = loop.makePromise(of: Void.self)
+        EventLoopFuture.andAllComplete(futures, on: loop).cascade(to: drained)
+        let timer = loop.scheduleTask(in: timeout) { drained.succeed() }
+        try? await drained.futureResult.get()
+        timer.cancel()
         try? await services.pools.closeAll()?.get()
         let logs = state.withLock { s -> [AccessLogWriter] in
             s.listeners = []
             return [s.accessLog] + s.retiredLogs
         }
-        for l in logs { l.flush() }
-        try? await ownsThreadPool?.shutdownGracefully()
+        for l in logs { l.shutdown() }
+        try? await threadPool.shutdownGracefully()
     }
 
     /// Writes out queued access-log records (tests use it before reading a log file).

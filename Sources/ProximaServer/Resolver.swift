@@ -42,7 +42,10 @@ final class DNSResolver: Sendable {
 
     /// Addresses for `host` (name or IP literal) and `port`, IPv6 and IPv4 in getaddrinfo's order.
     func resolve(host: String, port: Int, on eventLoop: EventLoop) -> EventLoopFuture<[SocketAddress]> {
-        if let literal = try? SocketAddress(ipAddress: host, port: port) {
+        // Only a host that can be an IP literal is tried as one: a failed try costs a thrown
+        // error for every request to a named host.
+        let mayBeLiteral = host.utf8.first.map { $0 >= 0x30 && $0 <= 0x39 } == true || host.utf8.contains(UInt8(ascii: ":"))
+        if mayBeLiteral, let literal = try? SocketAddress(ipAddress: host, port: port) {
             return eventLoop.makeSucceededFuture([literal])
         }
         let now = NIODeadline.now()

@@ -1,19 +1,16 @@
-import Logging
 import NIOCore
 import NIOPosix
 
-/// What every connection of a running server shares: DNS, upstream pools, the diagnostic log.
+/// What every connection of a running server shares: DNS and the upstream pools.
 final class ServerServices: Sendable {
     let group: EventLoopGroup
     let resolver: DNSResolver
     let pools: UpstreamPools
-    let logger: Logger
 
-    init(group: EventLoopGroup, resolver: DNSResolver, pools: UpstreamPools, logger: Logger) {
+    init(group: EventLoopGroup, resolver: DNSResolver, pools: UpstreamPools) {
         self.group = group
         self.resolver = resolver
         self.pools = pools
-        self.logger = logger
     }
 }
 

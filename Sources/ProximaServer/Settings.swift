@@ -10,8 +10,10 @@ public let proximaVersion = "0.1.0"
 /// (re)load. A connection keeps the snapshot it was accepted with; a reload only affects new
 /// connections.
 final class RuntimeSettings: Sendable {
-    let config: ProximaConfiguration
     let headLimits: HeadLimits
+    /// Upstream response heads: the same size limit, no request-line limit.
+    let responseHeadLimits: HeadLimits
+    let maxConnections: Int
     /// The `Via` received-by text (`host (proxima/0.1.0)`), or nil when Via is off.
     let via: String?
     let viaName: String
@@ -33,8 +35,9 @@ final class RuntimeSettings: Sendable {
     let logsAgentAndReferer: Bool
 
     init(config: ProximaConfiguration, accessLog: AccessLogWriter) {
-        self.config = config
         self.headLimits = HeadLimits(maxRequestLine: config.limits.requestLine.bytes, maxHeadBytes: config.limits.headers.bytes)
+        self.responseHeadLimits = HeadLimits(maxHeadBytes: config.limits.headers.bytes)
+        self.maxConnections = config.limits.maxConnections
         self.viaName = config.proxy.viaName
         self.via = config.proxy.via ? "\(config.proxy.viaName) (proxima/\(proximaVersion))" : nil
         self.policy = config.access
@@ -50,24 +53,5 @@ final class RuntimeSettings: Sendable {
         self.maxBufferedInbound = config.limits.headers.bytes + 64 * 1024
         self.accessLog = accessLog
         self.logsAgentAndReferer = config.logging.access.contains { $0.format != .squid }
-    }
-}
-
-extension AccessLogFormat {
-    var lineFormat: AccessLogLineFormat {
-        switch self {
-        case .squid: return .squid
-        case .combined: return .combined
-        case .json: return .json
-        }
-    }
-}
-
-extension AccessLogSink {
-    var destination: LogDestination {
-        switch self {
-        case .stdout: return .stdout
-        case .file(let p): return .file(p)
-        }
     }
 }

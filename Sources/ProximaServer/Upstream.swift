@@ -91,7 +91,6 @@ final class UpstreamConnection {
     let key: String
     let remote: String
     var idleSince: NIODeadline = .now()
-    var requestsServed = 0
 
     init(channel: Channel, handler: UpstreamHandler, key: String) {
         self.channel = channel
@@ -113,7 +112,6 @@ final class UpstreamPool: @unchecked Sendable {
     let eventLoop: EventLoop
     private var idle: [String: [UpstreamConnection]] = [:]
     private var sweeper: RepeatedTask?
-    private(set) var idleCount = 0
 
     init(eventLoop: EventLoop) {
         self.eventLoop = eventLoop
@@ -126,7 +124,6 @@ final class UpstreamPool: @unchecked Sendable {
         // copy of the array on every request.
         while let conn = idle[key]?.popLast() {
             if idle[key]?.isEmpty == true { idle[key] = nil }
-            idleCount -= 1
             conn.handler.onIdleEvent = nil
             if conn.channel.isActive { return conn }
             conn.close()
@@ -150,32 +147,29 @@ final class UpstreamPool: @unchecked Sendable {
             conn.close()
         }
         if let count = idle[conn.key]?.count, count >= maxIdlePerHost, let oldest = idle[conn.key]?.removeFirst() {
-            idleCount -= 1
             oldest.close()
         }
         idle[conn.key, default: []].append(conn)
-        idleCount += 1
         // Idle connections must always be readable, or their close would go unnoticed.
         conn.handler.resumeReading()
         if sweeper == nil { startSweeper(idleTimeout: idleTimeout) }
     }
 
     private func remove(_ conn: UpstreamConnection) {
-        guard var list = idle[conn.key], let i = list.firstIndex(where: { $0 === conn }) else { return }
-        list.remove(at: i)
-        idle[conn.key] = list.isEmpty ? nil : list
-        idleCount -= 1
+        guard let i = idle[conn.key]?.firstIndex(where: { $0 === conn }) else { return }
+        idle[conn.key]?.remove(at: i)
+        if idle[conn.key]?.isEmpty == true { idle[conn.key] = nil }
     }
 
     private func startSweeper(idleTimeout: TimeAmount) {
         let interval = TimeAmount.nanoseconds(max(idleTimeout.nanoseconds / 4, 100_000_000))
-        sweeper = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [weak self] task in
-            guard let self else { return }
+        // Strong capture (see UpstreamHandler.owner): the pool lives as long as the server, and
+        // closeAll cancels the task.
+        sweeper = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
             let cutoff = NIODeadline.now() - idleTimeout
             for (key, list) in self.idle {
-                let (expired, fresh) = (list.filter { $0.idleSince < cutoff }, list.filter { $0.idleSince >= cutoff })
-                for c in expired { c.close() }
-                self.idleCount -= expired.count
+                for c in list where c.idleSince < cutoff { c.close() }
+                let fresh = list.filter { $0.idleSince >= cutoff }
                 self.idle[key] = fresh.isEmpty ? nil : fresh
             }
             if self.idle.isEmpty {
@@ -190,7 +184,6 @@ final class UpstreamPool: @unchecked Sendable {
         sweeper = nil
         for (_, list) in idle { for c in list { c.close() } }
         idle = [:]
-        idleCount = 0
     }
 }
 

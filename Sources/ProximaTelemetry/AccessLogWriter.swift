@@ -80,30 +80,29 @@ public final class AccessLogWriter: Sendable {
             s.scheduled = true
             return true
         }
-        // Waking the writer per record costs a context switch each; waiting a little gathers a
-        // batch, so a busy proxy writes its log a few times a second.
+        // Waking the writer per record costs a context switch each; waiting a little gathers a batch.
         if schedule { queue.asyncAfter(deadline: .now() + batchDelay) { self.drain() } }
     }
 
     public var droppedCount: Int { state.withLock { $0.dropped } }
 
+    /// Writes what has accumulated, once: records arriving meanwhile schedule the next batch
+    /// (after `batchDelay`), so a busy proxy wakes the writer a few times a second, not per record.
     private func drain() {
+        let batch: [Exchange] = state.withLock { s in
+            let b = s.pending
+            s.pending = []
+            s.scheduled = false
+            return b
+        }
+        if batch.isEmpty { return }
         var clock = LogClock()
-        while true {
-            let batch: [Exchange] = state.withLock { s in
-                let b = s.pending
-                s.pending.removeAll(keepingCapacity: true)
-                if b.isEmpty { s.scheduled = false }
-                return b
-            }
-            if batch.isEmpty { return }
-            sinks.withLock { sinks in
-                for sink in sinks {
-                    var bytes: [UInt8] = []
-                    bytes.reserveCapacity(batch.count * 160)
-                    for e in batch { sink.format.appendLine(e, to: &bytes, clock: &clock) }
-                    writeAll(sink.fd, bytes)
-                }
+        sinks.withLock { sinks in
+            for sink in sinks {
+                var bytes: [UInt8] = []
+                bytes.reserveCapacity(batch.count * 160)
+                for e in batch { sink.format.appendLine(e, to: &bytes, clock: &clock) }
+                writeAll(sink.fd, bytes)
             }
         }
     }

@@ -264,7 +264,7 @@ public final class PersistentClient: Sendable {
         guard let end = text.range(of: "\r\n\r\n") else { return false }
         let head = text[..<end.lowerBound].lowercased()
         guard let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
-            let n = Int(line.dropFirst(15).trimmingCharacters(in: " "))
+            let n = Int(line.dropFirst(15).filter { $0 != " " })
         else { return true }
         return text[end.upperBound...].utf8.count >= n
     }
@@ -303,14 +303,5 @@ final class AccumulateHandler: ChannelInboundHandler, @unchecked Sendable {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         // The server closed its side: for this client that is the end of the connection.
         if let e = event as? ChannelEvent, e == .inputClosed { context.close(promise: nil) }
-    }
-}
-
-extension StringProtocol {
-    func trimmingCharacters(in c: Character) -> String {
-        var s = Substring(self)
-        while s.first == c { s = s.dropFirst() }
-        while s.last == c { s = s.dropLast() }
-        return String(s)
     }
 }

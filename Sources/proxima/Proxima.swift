@@ -97,8 +97,12 @@ struct Serve: AsyncParsableCommand {
                     logger.error("reload refused, keeping the running configuration: \(errors.issues.count) problem(s)")
                     for issue in errors.issues { logger.error("  \(issue)") }
                 case .success(let newConfig):
+                    // These are fixed when the server starts; say so rather than ignore them silently.
                     if newConfig.workers != configuration.workers {
                         logger.warning("workers changes need a restart; keeping \(configuration.workers.map(String.init) ?? "auto")")
+                    }
+                    if newConfig.dns != configuration.dns {
+                        logger.warning("dns changes need a restart; keeping the running DNS cache settings")
                     }
                     do {
                         try await server.reload(newConfig)
