@@ -104,7 +104,9 @@ public struct RequestHead: Sendable {
     public func value(_ field: FieldRange) -> String { bytes.string(at: field.valueStart, length: field.valueLength) }
 
     public func firstValue(_ name: String) -> String? {
-        fields.first { nameEquals($0, name) }.map(value)
+        // A loop, not first(where:): the closure would copy the whole head.
+        for f in fields where nameEquals(f, name) { return value(f) }
+        return nil
     }
 
     public func nameEquals(_ field: FieldRange, _ lowercasedName: String) -> Bool {
@@ -154,7 +156,9 @@ public struct ResponseHead: Sendable {
     }
 
     public func firstValue(_ name: String) -> String? {
-        fields.first { nameEquals($0, name) }.map(value)
+        // A loop, not first(where:): the closure would copy the whole head.
+        for f in fields where nameEquals(f, name) { return value(f) }
+        return nil
     }
 }
 
@@ -185,6 +189,16 @@ public enum ParseResult<Head> {
 }
 
 @inline(__always) func isOWS(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
+
+/// Whether any byte of `word` is below 0x20 (the "hasless" bit trick: the answer is exact, only
+/// which byte it flags can be off, and callers re-scan byte by byte).
+@inline(__always) func hasByteBelow0x20(_ word: UInt64) -> Bool {
+    (word &- 0x2020_2020_2020_2020) & ~word & 0x8080_8080_8080_8080 != 0
+}
+
+@inline(__always) func hasZeroByte(_ word: UInt64) -> Bool {
+    (word &- 0x0101_0101_0101_0101) & ~word & 0x8080_8080_8080_8080 != 0
+}
 
 let CR: UInt8 = 0x0D
 let LF: UInt8 = 0x0A
@@ -292,29 +306,74 @@ public enum HeadParser {
 
     /// The field lines after the start line, up to and including the empty line: the fields and
     /// the offset just past the head, nil when the head has not ended yet.
+    ///
+    /// field-line = field-name ":" OWS field-value OWS, each line ended by CRLF. One pass per
+    /// line finds its end and validates it (bare CR or LF, obs-fold, whitespace before the colon,
+    /// control characters are errors); a line cut off by the end of the bytes means "incomplete",
+    /// unless the head limit has been reached.
     static func parseFieldLines(
         _ raw: UnsafeRawBufferPointer, from start: Int, headLimit: Int, maxFields: Int
     ) -> Result<([FieldRange], Int)?, HeadError> {
         var fields: [FieldRange] = []
         fields.reserveCapacity(16)
+        let end = min(raw.count, headLimit)
+        let ranOut: Result<([FieldRange], Int)?, HeadError> = raw.count >= headLimit ? .failure(.headersTooLarge) : .success(nil)
         var pos = start
         while true {
-            if pos >= headLimit { return .failure(.headersTooLarge) }
-            let le: Int
-            switch lineEnd(raw, from: pos, limit: headLimit) {
-            case .failure(let e): return .failure(e)
-            case .success(nil):
-                if raw.count >= headLimit { return .failure(.headersTooLarge) }
-                return .success(nil)
-            case .success(let e?): le = e
+            if pos >= end { return ranOut }
+            let first = raw[pos]
+            if first == CR {
+                if pos + 1 >= raw.count { return .success(nil) }
+                if raw[pos + 1] != LF { return .failure(.malformed("bare CR in the message head")) }
+                return .success((fields, pos + 2))
             }
-            if le == pos { return .success((fields, pos + 2)) }
+            if first == LF { return .failure(.malformed("bare LF in the message head")) }
+            if isOWS(first) {
+                return .failure(.malformed("obsolete line folding (a field line starting with whitespace) is not accepted"))
+            }
             if fields.count >= maxFields { return .failure(.headersTooLarge) }
-            switch parseField(raw, from: pos, to: le) {
-            case .failure(let e): return .failure(e)
-            case .success(let f): fields.append(f)
+            var i = pos
+            while i < end, isTchar(raw[i]) { i += 1 }
+            if i == end { return ranOut }
+            let delimiter = raw[i]
+            if delimiter != UInt8(ascii: ":") || i == pos {
+                if delimiter == LF { return .failure(.malformed("bare LF in the message head")) }
+                if i == pos || delimiter == CR { return .failure(.malformed("a header field line has no valid name followed by ':'")) }
+                if isOWS(delimiter) { return .failure(.malformed("whitespace between a header field name and the colon")) }
+                return .failure(.malformed("a header field name holds a character that is not allowed"))
             }
-            pos = le + 2
+            let nameEnd = i
+            i += 1
+            while i < end, isOWS(raw[i]) { i += 1 }
+            let valueStart = i
+            // Eight bytes at a time while none is a control character (below 0x20, or DEL):
+            // such words hold only value bytes, and the line cannot end inside them.
+            while i + 8 <= end {
+                let word = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                if hasByteBelow0x20(word) || hasZeroByte(word ^ 0x7F7F_7F7F_7F7F_7F7F) { break }
+                i += 8
+            }
+            while true {
+                if i == end { return ranOut }
+                let b = raw[i]
+                if b >= 0x20 && b != 0x7F || b == 0x09 {
+                    i += 1
+                } else if b == CR {
+                    if i + 1 >= raw.count { return .success(nil) }
+                    if raw[i + 1] != LF { return .failure(.malformed("bare CR in the message head")) }
+                    break
+                } else if b == LF {
+                    return .failure(.malformed("bare LF in the message head"))
+                } else {
+                    return .failure(.malformed("a header field value holds a control character"))
+                }
+            }
+            var valueEnd = i
+            while valueEnd > valueStart, isOWS(raw[valueEnd - 1]) { valueEnd -= 1 }
+            fields.append(FieldRange(
+                nameStart: pos, nameLength: nameEnd - pos, valueStart: valueStart,
+                valueLength: valueEnd - valueStart, lineStart: pos, lineEnd: i))
+            pos = i + 2
         }
     }
 
@@ -345,34 +404,6 @@ public enum HeadParser {
     static func codings(_ bytes: ByteBuffer, _ f: FieldRange) -> [String] {
         if bytes.asciiCaseInsensitiveEquals(at: f.valueStart, length: f.valueLength, literal: "chunked") { return ["chunked"] }
         return splitList(bytes.string(at: f.valueStart, length: f.valueLength)).map { $0.lowercased() }
-    }
-
-    /// field-line = field-name ":" OWS field-value OWS
-    static func parseField(_ raw: UnsafeRawBufferPointer, from start: Int, to end: Int) -> Result<FieldRange, HeadError> {
-        if isOWS(raw[start]) {
-            return .failure(.malformed("obsolete line folding (a field line starting with whitespace) is not accepted"))
-        }
-        var i = start
-        while i < end, isTchar(raw[i]) { i += 1 }
-        if i == start || i >= end { return .failure(.malformed("a header field line has no valid name followed by ':'")) }
-        if raw[i] != UInt8(ascii: ":") {
-            if isOWS(raw[i]) { return .failure(.malformed("whitespace between a header field name and the colon")) }
-            return .failure(.malformed("a header field name holds a character that is not allowed"))
-        }
-        let nameEnd = i
-        i += 1
-        while i < end, isOWS(raw[i]) { i += 1 }
-        let valueStart = i
-        var valueEnd = i
-        while i < end {
-            let b = raw[i]
-            if !isFieldValueByte(b) { return .failure(.malformed("a header field value holds a control character")) }
-            if !isOWS(b) { valueEnd = i + 1 }
-            i += 1
-        }
-        return .success(FieldRange(
-            nameStart: start, nameLength: nameEnd - start, valueStart: valueStart,
-            valueLength: valueEnd - valueStart, lineStart: start, lineEnd: end))
     }
 
     /// Framing, Host and Connection rules for requests (RFC 9112 sections 3.2, 6, 9.6).
@@ -588,7 +619,7 @@ extension ByteBuffer {
         return name.withUTF8 { asciiCaseInsensitiveEquals(at: offset, lowercased: $0) }
     }
 
-    @inlinable @usableFromInline
+    @inlinable
     func asciiCaseInsensitiveEquals(at offset: Int, lowercased want: UnsafeBufferPointer<UInt8>) -> Bool {
         withUnsafeReadableBytes { raw in
             for i in 0..<want.count {

@@ -16,9 +16,11 @@ public enum ForwardedForMode: String, Sendable, Equatable, CaseIterable {
 public enum HeadWriter {
     /// What the writers need to know of a field name.
     enum FieldKind {
-        /// connection, proxy-connection, keep-alive, proxy-authorization, te, trailer, upgrade,
-        /// transfer-encoding: never forwarded (framing is written anew).
+        /// connection, proxy-connection, keep-alive, te, trailer, upgrade, transfer-encoding: never
+        /// forwarded (framing is written anew).
         case hopByHop
+        /// Credentials for this proxy: removed from requests; means nothing in a response.
+        case proxyAuthorization
         case contentLength
         case host
         case xForwardedFor
@@ -36,7 +38,7 @@ public enum HeadWriter {
         case 15: return eq("x-forwarded-for") ? .xForwardedFor : .other
         case 16: return eq("proxy-connection") ? .hopByHop : .other
         case 17: return eq("transfer-encoding") ? .hopByHop : .other
-        case 19: return eq("proxy-authorization") ? .hopByHop : .other
+        case 19: return eq("proxy-authorization") ? .proxyAuthorization : .other
         default: return .other
         }
     }
@@ -53,38 +55,48 @@ public enum HeadWriter {
         _ head: RequestHead, target: RequestTarget, via: String?, forwardedFor: ForwardedForMode,
         clientIP: String, into out: inout ByteBuffer
     ) {
-        out.writeString(head.method)
-        out.writeStaticString(" ")
-        out.writeString(target.pathAndQuery)
-        out.writeStaticString(" HTTP/1.1\r\nHost: ")
-        out.writeString(target.authority)
-        out.writeStaticString("\r\n")
-        var forwardedValues: [String] = []
-        copyFields(of: head.bytes, head.fields, connection: head.connection, into: &out) { f, kind in
-            switch kind {
-            case .hopByHop, .contentLength, .host: return false
-            case .xForwardedFor where forwardedFor != .keep:
-                if f.valueLength > 0 { forwardedValues.append(head.value(f)) }
-                return false
-            default: return true
+        // Everything written is either copied from the received head (at most all of it, plus
+        // each X-Forwarded-For value a second time) or one of the strings counted here.
+        let bound = 2 * head.bytes.readableBytes + head.method.utf8.count + target.pathAndQuery.utf8.count
+            + target.authority.utf8.count + clientIP.utf8.count + (via?.utf8.count ?? 0) + 160
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
+            head.bytes.withUnsafeReadableBytes { src in
+                var w = BoundedWriter(dst)
+                w.append(head.method)
+                w.append(" ")
+                w.append(target.pathAndQuery)
+                w.append(" HTTP/1.1\r\nHost: ")
+                w.append(target.authority)
+                w.append("\r\n")
+                var forwarded: [FieldRange] = []
+                copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
+                    switch kind {
+                    case .hopByHop, .proxyAuthorization, .contentLength, .host: return false
+                    case .xForwardedFor where forwardedFor != .keep:
+                        if f.valueLength > 0 { forwarded.append(f) }
+                        return false
+                    default: return true
+                    }
+                }
+                if forwardedFor == .add {
+                    w.append("X-Forwarded-For: ")
+                    for f in forwarded {
+                        w.append(UnsafeRawBufferPointer(rebasing: src[f.valueStart..<(f.valueStart + f.valueLength)]))
+                        w.append(", ")
+                    }
+                    w.append(clientIP)
+                    w.append("\r\n")
+                }
+                if let via { writeVia(via, receivedWith: head.version, into: &w) }
+                switch head.framing {
+                case .chunked: writeFraming(.chunked, into: &w)
+                case .length(let n): writeFraming(.length(n), into: &w)
+                case .none, .untilClose: break
+                }
+                w.append("\r\n")
+                return w.count
             }
         }
-        if forwardedFor == .add {
-            out.writeStaticString("X-Forwarded-For: ")
-            for v in forwardedValues {
-                out.writeString(v)
-                out.writeStaticString(", ")
-            }
-            out.writeString(clientIP)
-            out.writeStaticString("\r\n")
-        }
-        if let via { writeVia(via, receivedWith: head.version, into: &out) }
-        switch head.framing {
-        case .chunked: writeFraming(.chunked, into: &out)
-        case .length(let n): writeFraming(.length(n), into: &out)
-        case .none, .untilClose: break
-        }
-        out.writeStaticString("\r\n")
     }
 
     /// How the proxy frames a response body towards its client.
@@ -102,81 +114,81 @@ public enum HeadWriter {
         _ head: ResponseHead, framing: ClientFraming, via: String?, connection: ConnectionHeader,
         into out: inout ByteBuffer
     ) {
-        out.writeStaticString("HTTP/1.1 ")
-        let status = head.status
-        out.writeInteger(UInt8(truncatingIfNeeded: 0x30 + status / 100))
-        out.writeInteger(UInt8(truncatingIfNeeded: 0x30 + status / 10 % 10))
-        out.writeInteger(UInt8(truncatingIfNeeded: 0x30 + status % 10))
-        out.writeStaticString(" ")
-        head.bytes.withUnsafeReadableBytes { raw in
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reasonStart..<(head.reasonStart + head.reasonLength)]))
-        }
-        out.writeStaticString("\r\n")
-        copyFields(of: head.bytes, head.fields, connection: head.connection, into: &out) { f, kind in
-            switch kind {
-            // Proxy-Authorization shares the request rule's class but means nothing here.
-            case .hopByHop: return head.bytes.asciiCaseInsensitiveEquals(at: f.nameStart, length: f.nameLength, literal: "proxy-authorization")
-            case .contentLength: return framing == .none
-            default: return true
+        let bound = head.bytes.readableBytes + (via?.utf8.count ?? 0) + 128
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
+            head.bytes.withUnsafeReadableBytes { src in
+                var w = BoundedWriter(dst)
+                w.append("HTTP/1.1 ")
+                let status = head.status
+                w.append(byte: UInt8(truncatingIfNeeded: 0x30 + status / 100))
+                w.append(byte: UInt8(truncatingIfNeeded: 0x30 + status / 10 % 10))
+                w.append(byte: UInt8(truncatingIfNeeded: 0x30 + status % 10))
+                w.append(" ")
+                w.append(UnsafeRawBufferPointer(rebasing: src[head.reasonStart..<(head.reasonStart + head.reasonLength)]))
+                w.append("\r\n")
+                copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
+                    switch kind {
+                    case .hopByHop: return false
+                    case .contentLength: return framing == .none
+                    default: return true
+                    }
+                }
+                if let via { writeVia(via, receivedWith: head.version, into: &w) }
+                writeFraming(framing, into: &w)
+                switch connection {
+                case .none: break
+                case .close: w.append("Connection: close\r\n")
+                case .keepAlive: w.append("Connection: keep-alive\r\n")
+                }
+                w.append("\r\n")
+                return w.count
             }
         }
-        if let via { writeVia(via, receivedWith: head.version, into: &out) }
-        writeFraming(framing, into: &out)
-        switch connection {
-        case .none: break
-        case .close: out.writeStaticString("Connection: close\r\n")
-        case .keepAlive: out.writeStaticString("Connection: keep-alive\r\n")
-        }
-        out.writeStaticString("\r\n")
     }
 
     public enum ConnectionHeader: Sendable { case none, close, keepAlive }
 
     /// `Via: 1.1 name`: the protocol version the message was received with, then our name.
-    static func writeVia(_ via: String, receivedWith version: HTTPVersion, into out: inout ByteBuffer) {
-        out.writeStaticString(version == .http11 ? "Via: 1.1 " : "Via: 1.0 ")
-        out.writeString(via)
-        out.writeStaticString("\r\n")
+    static func writeVia(_ via: String, receivedWith version: HTTPVersion, into w: inout BoundedWriter) {
+        w.append(version == .http11 ? "Via: 1.1 " : "Via: 1.0 ")
+        w.append(via)
+        w.append("\r\n")
     }
 
     /// The framing field for a body the proxy frames itself (none for `.none`/`.untilClose`).
-    static func writeFraming(_ framing: ClientFraming, into out: inout ByteBuffer) {
+    static func writeFraming(_ framing: ClientFraming, into w: inout BoundedWriter) {
         switch framing {
         case .length(let n):
-            out.writeStaticString("Content-Length: ")
-            out.writeString(String(n))
-            out.writeStaticString("\r\n")
-        case .chunked: out.writeStaticString("Transfer-Encoding: chunked\r\n")
+            w.append("Content-Length: ")
+            w.appendDecimal(n)
+            w.append("\r\n")
+        case .chunked: w.append("Transfer-Encoding: chunked\r\n")
         case .none, .untilClose: break
         }
     }
 
     /// Copies the field lines `keep` accepts (and the `Connection` field does not name).
     /// Consecutive kept lines sit next to each other in the received head, each with its CRLF,
-    /// so a run of them is copied with one write instead of two per line.
+    /// so a run of them is copied with one copy instead of two per line.
     static func copyFields(
-        of bytes: ByteBuffer, _ fields: [FieldRange], connection: ConnectionOptions, into out: inout ByteBuffer,
-        keep: (FieldRange, FieldKind) -> Bool
+        of bytes: ByteBuffer, _ src: UnsafeRawBufferPointer, _ fields: [FieldRange], connection: ConnectionOptions,
+        into w: inout BoundedWriter, keep: (FieldRange, FieldKind) -> Bool
     ) {
         var runStart = -1
         var runEnd = -1
-        func flushRun(_ out: inout ByteBuffer) {
-            guard runStart >= 0 else { return }
-            bytes.withUnsafeReadableBytes { raw in out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[runStart..<runEnd])) }
-            runStart = -1
-        }
         for f in fields {
             guard keep(f, classify(bytes, f)), !isListed(bytes, f, in: connection) else {
-                flushRun(&out)
+                if runStart >= 0 { w.append(UnsafeRawBufferPointer(rebasing: src[runStart..<runEnd])) }
+                runStart = -1
                 continue
             }
             if runStart < 0 || f.lineStart != runEnd {
-                flushRun(&out)
+                if runStart >= 0 { w.append(UnsafeRawBufferPointer(rebasing: src[runStart..<runEnd])) }
                 runStart = f.lineStart
             }
             runEnd = f.lineEnd + 2
         }
-        flushRun(&out)
+        if runStart >= 0 { w.append(UnsafeRawBufferPointer(rebasing: src[runStart..<runEnd])) }
     }
 
     /// Whether a `Via` field names this proxy as a recipient, i.e. the request has looped back.
@@ -190,5 +202,58 @@ public enum HeadWriter {
             }
         }
         return false
+    }
+}
+
+/// Appends into memory reserved up front for a whole head: one capacity check per piece instead
+/// of a ByteBuffer write (uniqueness check, growth check, index update) each. Running past the
+/// reservation would be a bug in the bound computed by the caller, so it traps rather than
+/// writing out of bounds.
+struct BoundedWriter {
+    let base: UnsafeMutableRawBufferPointer
+    private(set) var count = 0
+
+    init(_ base: UnsafeMutableRawBufferPointer) { self.base = base }
+
+    @inline(__always)
+    private mutating func reserve(_ n: Int) -> UnsafeMutableRawPointer {
+        precondition(n <= base.count - count, "head writer bound too small")
+        let p = base.baseAddress! + count
+        count += n
+        return p
+    }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        reserve(bytes.count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+    }
+
+    mutating func append(_ s: StaticString) {
+        reserve(s.utf8CodeUnitCount).copyMemory(from: s.utf8Start, byteCount: s.utf8CodeUnitCount)
+    }
+
+    mutating func append(_ s: String) {
+        let done: Void? = s.utf8.withContiguousStorageIfAvailable { append(UnsafeRawBufferPointer($0)) }
+        if done == nil { for b in s.utf8 { append(byte: b) } }
+    }
+
+    mutating func append(byte: UInt8) {
+        reserve(1).storeBytes(of: byte, as: UInt8.self)
+    }
+
+    mutating func appendDecimal(_ value: Int) {
+        precondition(value >= 0)
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        let p = reserve(digits)
+        var v = value
+        for i in stride(from: digits - 1, through: 0, by: -1) {
+            p.storeBytes(of: UInt8(truncatingIfNeeded: 0x30 + v % 10), toByteOffset: i, as: UInt8.self)
+            v /= 10
+        }
     }
 }

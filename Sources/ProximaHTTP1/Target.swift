@@ -1,25 +1,19 @@
 /// The destination of a forward-proxy request: from an absolute-form URI (`http://host:port/path`)
 /// or, for CONNECT, an authority-form target (`host:port`). RFC 9112 section 3.2.
 public struct RequestTarget: Sendable, Equatable {
-    public var scheme: String
+    public let scheme: String
     /// Lowercased host name or IP literal, without brackets.
-    public var host: String
-    public var port: Int
+    public let host: String
+    public let port: Int
     /// Origin-form path and query to send upstream ("/" when the URI had none).
-    public var pathAndQuery: String
+    public let pathAndQuery: String
     /// Whether the URI named the port explicitly.
-    public var explicitPort: Bool
-
+    public let explicitPort: Bool
     /// `host` for the Host field and logs: IPv6 literals in brackets, the port only when not default.
-    public var authority: String {
-        let defaultPort = scheme == "https" ? 443 : 80
-        return port == defaultPort && !explicitPort ? bracketedHost : hostPort
-    }
-
+    public let authority: String
     /// `host:port` always (IPv6 in brackets): the upstream pool's key, and how errors name it.
-    public var hostPort: String { bracketedHost + ":" + String(port) }
-
-    var bracketedHost: String { host.utf8.contains(UInt8(ascii: ":")) ? "[" + host + "]" : host }
+    /// Built once here: every request needs it at least twice.
+    public let hostPort: String
 
     public init(scheme: String, host: String, port: Int, pathAndQuery: String, explicitPort: Bool) {
         self.scheme = scheme
@@ -27,6 +21,10 @@ public struct RequestTarget: Sendable, Equatable {
         self.port = port
         self.pathAndQuery = pathAndQuery
         self.explicitPort = explicitPort
+        let bracketedHost = host.utf8.contains(UInt8(ascii: ":")) ? "[" + host + "]" : host
+        hostPort = bracketedHost + ":" + String(port)
+        let defaultPort = scheme == "https" ? 443 : 80
+        authority = port == defaultPort && !explicitPort ? bracketedHost : hostPort
     }
 
     public enum Failure: Error, Equatable, Sendable {

@@ -106,8 +106,9 @@ public struct AccessPolicy: Sendable, Equatable {
     }
 
     public func evaluate(_ request: AccessRequest) -> AccessDecision {
-        for rule in rules where rule.matches(request) {
-            return AccessDecision(allowed: rule.action == .allow, rule: rule.name)
+        // By index: `for rule in rules` copies every rule it looks at.
+        for i in rules.indices where rules[i].matches(request) {
+            return AccessDecision(allowed: rules[i].action == .allow, rule: rules[i].name)
         }
         return AccessDecision(allowed: false, rule: nil)
     }

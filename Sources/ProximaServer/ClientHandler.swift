@@ -78,6 +78,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             self.lastUpstreamActivity = now
         }
 
+        /// Hands the record over to the log without copying it (a copy retains every string in
+        /// it); the exchange is over when this is called.
+        func takeRecord() -> Exchange {
+            var taken = Exchange(startSeconds: 0, startNanoseconds: 0, client: "", listener: "")
+            swap(&taken, &record)
+            return taken
+        }
+
         var requestBodyDone: Bool {
             if case .done = requestBody { return true }
             return false
@@ -266,16 +274,18 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func startExchange(_ head: RequestHead, headBytes: Int) {
         let (sec, nsec) = wallClock()
-        var record = Exchange(startSeconds: sec, startNanoseconds: nsec, client: clientText, listener: listenerName)
-        record.method = head.method
-        record.url = head.target
-        record.version = head.version.text
-        record.bytesIn = headBytes
+        // The record is filled in place: built aside and passed in, it would be copied.
+        let cur = Current(
+            record: Exchange(startSeconds: sec, startNanoseconds: nsec, client: clientText, listener: listenerName),
+            head: head, now: .now())
+        cur.record.method = head.method
+        cur.record.url = head.target
+        cur.record.version = head.version.text
+        cur.record.bytesIn = headBytes
         if settings.logsAgentAndReferer {
-            record.userAgent = head.firstValue("user-agent")
-            record.referer = head.firstValue("referer")
+            cur.record.userAgent = head.firstValue("user-agent")
+            cur.record.referer = head.firstValue("referer")
         }
-        let cur = Current(record: record, head: head, now: .now())
         if quiescing { cur.clientKeepAlive = false }
         current = cur
         phase = .connecting
@@ -549,7 +559,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                     }
                     continue
                 }
-                beginResponse(cur, head, context)
+                beginResponse(cur, head, context, body: &buf)
             case .length(let remaining):
                 let take = min(remaining, buf.readableBytes)
                 cur.record.bytesOut += take
@@ -599,7 +609,11 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
     }
 
-    private func beginResponse(_ cur: Current, _ head: ResponseHead, _ context: ChannelHandlerContext) {
+    /// Largest body that is copied behind the response head so that both go out as one buffer;
+    /// a copy this small costs less than a second write through the pipeline.
+    static let coalescedBodyLimit = 16 * 1024
+
+    private func beginResponse(_ cur: Current, _ head: ResponseHead, _ context: ChannelHandlerContext, body: inout ByteBuffer) {
         cur.record.status = head.status
         cur.record.contentType = head.firstValue("content-type")
         if !head.serverKeepAlive { cur.upstreamReusable = false }
@@ -637,8 +651,18 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         let connection: HeadWriter.ConnectionHeader =
             !cur.clientKeepAlive ? .close : (cur.head.version == .http10 ? .keepAlive : .none)
-        var out = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 128)
+        var coalesced = 0
+        if case .length(let remaining) = cur.response, body.readableBytes > 0 {
+            let take = min(remaining, body.readableBytes)
+            if take <= Self.coalescedBodyLimit { coalesced = take }
+        }
+        var out = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + (settings.via?.utf8.count ?? 0) + 128 + coalesced)
         HeadWriter.writeClientResponse(head, framing: framing, via: settings.via, connection: connection, into: &out)
+        if coalesced > 0, case .length(let remaining) = cur.response {
+            var slice = body.readSlice(length: coalesced)!
+            out.writeBuffer(&slice)
+            cur.response = remaining == coalesced ? .done : .length(remaining - coalesced)
+        }
         cur.record.bytesOut += out.readableBytes
         cur.responseStarted = true
         context.write(wrapOutboundOut(out), promise: nil)
@@ -724,7 +748,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func log(_ cur: Current) {
         cur.record.durationNanoseconds = UInt64(max(0, (NIODeadline.now() - cur.started).nanoseconds))
-        settings.accessLog.record(cur.record)
+        settings.accessLog.record(cur.takeRecord())
     }
 
     private func finishExchange(_ cur: Current) {

@@ -24,7 +24,8 @@ final class UpstreamHandler: ChannelDuplexHandler {
     /// detaches or closes the connection sets it to nil, which breaks the cycle.
     var owner: (any UpstreamOwner)?
     /// Set while the connection sits idle in a pool: any event then means it is unusable.
-    var onIdleEvent: (() -> Void)?
+    /// Two references rather than a closure, which would be allocated on every check-in.
+    var idleIn: (pool: UpstreamPool, connection: UpstreamConnection)?
     var context: ChannelHandlerContext?
     var pendingRead = false
     private(set) var error: Error?
@@ -37,7 +38,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
         if let owner {
             owner.upstreamRead(buffer)
         } else {
-            onIdleEvent?()
+            idleEvent()
         }
     }
 
@@ -47,7 +48,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let e = event as? ChannelEvent, e == .inputClosed {
-            if let owner { owner.upstreamInputClosed() } else { onIdleEvent?() }
+            if let owner { owner.upstreamInputClosed() } else { idleEvent() }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -56,7 +57,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         let owner = self.owner
         self.owner = nil
-        if let owner { owner.upstreamClosed(error) } else { onIdleEvent?() }
+        if let owner { owner.upstreamClosed(error) } else { idleEvent() }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -74,6 +75,14 @@ final class UpstreamHandler: ChannelDuplexHandler {
         } else {
             context.read()
         }
+    }
+
+    private func idleEvent() {
+        // The server closed or sent unsolicited bytes: the connection cannot be reused.
+        guard let (pool, connection) = idleIn else { return }
+        idleIn = nil
+        pool.remove(connection)
+        connection.close()
     }
 
     /// Called when the client side can take bytes again.
@@ -101,7 +110,7 @@ final class UpstreamConnection {
 
     func close() {
         handler.owner = nil
-        handler.onIdleEvent = nil
+        handler.idleIn = nil
         channel.close(promise: nil)
     }
 }
@@ -120,15 +129,15 @@ final class UpstreamPool: @unchecked Sendable {
     /// The most recently used idle connection for `key` that is still open.
     func checkout(_ key: String) -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
-        // Mutate the lists in place: copying an array out of the dictionary and back costs a
-        // copy of the array on every request.
-        while let conn = idle[key]?.popLast() {
-            if idle[key]?.isEmpty == true { idle[key] = nil }
-            conn.handler.onIdleEvent = nil
-            if conn.channel.isActive { return conn }
-            conn.close()
+        // One hash of the key; the list is changed in place through the index.
+        guard let index = idle.index(forKey: key) else { return nil }
+        var found: UpstreamConnection?
+        while found == nil, let conn = idle.values[index].popLast() {
+            conn.handler.idleIn = nil
+            if conn.channel.isActive { found = conn } else { conn.close() }
         }
-        return nil
+        if idle.values[index].isEmpty { idle.remove(at: index) }
+        return found
     }
 
     /// Returns a connection whose last exchange completed cleanly.
@@ -140,25 +149,25 @@ final class UpstreamPool: @unchecked Sendable {
         }
         conn.handler.owner = nil
         conn.idleSince = .now()
-        // Strong captures (see UpstreamHandler.owner); close() and checkout clear the closure.
-        conn.handler.onIdleEvent = {
-            // The server closed or sent unsolicited bytes: the connection cannot be reused.
-            self.remove(conn)
-            conn.close()
+        // Strong references (see UpstreamHandler.owner); close() and checkout clear them.
+        conn.handler.idleIn = (self, conn)
+        if let index = idle.index(forKey: conn.key) {
+            if idle.values[index].count >= maxIdlePerHost { idle.values[index].removeFirst().close() }
+            idle.values[index].append(conn)
+        } else {
+            idle[conn.key] = [conn]
         }
-        if let count = idle[conn.key]?.count, count >= maxIdlePerHost, let oldest = idle[conn.key]?.removeFirst() {
-            oldest.close()
-        }
-        idle[conn.key, default: []].append(conn)
         // Idle connections must always be readable, or their close would go unnoticed.
         conn.handler.resumeReading()
         if sweeper == nil { startSweeper(idleTimeout: idleTimeout) }
     }
 
-    private func remove(_ conn: UpstreamConnection) {
-        guard let i = idle[conn.key]?.firstIndex(where: { $0 === conn }) else { return }
-        idle[conn.key]?.remove(at: i)
-        if idle[conn.key]?.isEmpty == true { idle[conn.key] = nil }
+    fileprivate func remove(_ conn: UpstreamConnection) {
+        guard let index = idle.index(forKey: conn.key),
+            let i = idle.values[index].firstIndex(where: { $0 === conn })
+        else { return }
+        idle.values[index].remove(at: i)
+        if idle.values[index].isEmpty { idle.remove(at: index) }
     }
 
     private func startSweeper(idleTimeout: TimeAmount) {

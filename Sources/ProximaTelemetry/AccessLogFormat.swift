@@ -8,10 +8,10 @@ public enum AccessLogLineFormat: String, Sendable, CaseIterable {
     case json
 
     /// Appends one line and its newline to a batch buffer.
-    public func appendLine(_ e: Exchange, to out: inout [UInt8], clock: inout LogClock) {
+    public func appendLine(_ e: borrowing Exchange, to out: inout [UInt8], clock: inout LogClock) {
         switch self {
         case .squid: Self.appendSquid(e, to: &out)
-        case .combined, .json: out.append(contentsOf: line(e, clock: &clock).utf8)
+        case .combined, .json: Self.appendUTF8(line(e, clock: &clock), to: &out)
         }
         out.append(UInt8(ascii: "\n"))
     }
@@ -47,25 +47,25 @@ public enum AccessLogLineFormat: String, Sendable, CaseIterable {
         for _ in width..<6 { out.append(0x20) }
         appendInt(elapsed, to: &out)
         out.append(0x20)
-        out.append(contentsOf: e.client.utf8)
+        appendUTF8(e.client, to: &out)
         out.append(0x20)
-        out.append(contentsOf: e.result.rawValue.utf8)
+        appendUTF8(e.result.rawValue, to: &out)
         out.append(UInt8(ascii: "/"))
         appendInt(e.status, to: &out)
         out.append(0x20)
         appendInt(e.bytesOut, to: &out)
         out.append(0x20)
-        out.append(contentsOf: e.method.utf8)
+        appendUTF8(e.method, to: &out)
         out.append(0x20)
         appendEncoded(e.url, to: &out)
         out.append(0x20)
         // Squid's fields are space-separated: spaces inside a field are encoded.
         if let user = e.user { appendEncoded(user, to: &out) } else { out.append(UInt8(ascii: "-")) }
         if let upstream = e.upstream {
-            out.append(contentsOf: " HIER_DIRECT/".utf8)
-            out.append(contentsOf: upstream.utf8)
+            appendUTF8(" HIER_DIRECT/", to: &out)
+            appendUTF8(upstream, to: &out)
         } else {
-            out.append(contentsOf: " HIER_NONE/-".utf8)
+            appendUTF8(" HIER_NONE/-", to: &out)
         }
         out.append(0x20)
         if let type = e.contentType { appendEncoded(type, to: &out) } else { out.append(UInt8(ascii: "-")) }
@@ -95,18 +95,27 @@ public enum AccessLogLineFormat: String, Sendable, CaseIterable {
         }
     }
 
+    /// A string's bytes with one copy (appending a `String.UTF8View` goes byte by byte).
+    @inline(__always)
+    static func appendUTF8(_ text: String, to out: inout [UInt8]) {
+        let copied: Void? = text.utf8.withContiguousStorageIfAvailable { out.append(contentsOf: $0) }
+        if copied == nil { out.append(contentsOf: text.utf8) }
+    }
+
     /// Bytes at or below space (and DEL) as %XX, so one field stays one field.
     static func appendEncoded(_ text: String, to out: inout [UInt8]) {
-        if !text.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) {
-            out.append(contentsOf: text.utf8)
-            return
+        let clean: Bool? = text.utf8.withContiguousStorageIfAvailable { bytes in
+            for b in bytes where b <= 0x20 || b == 0x7F { return false }
+            out.append(contentsOf: bytes)
+            return true
         }
+        if clean == true { return }
+        let hex: StaticString = "0123456789ABCDEF"
         for b in text.utf8 {
             if b <= 0x20 || b == 0x7F {
-                let hex: [UInt8] = Array("0123456789ABCDEF".utf8)
                 out.append(UInt8(ascii: "%"))
-                out.append(hex[Int(b >> 4)])
-                out.append(hex[Int(b & 0xF)])
+                out.append(hex.utf8Start[Int(b >> 4)])
+                out.append(hex.utf8Start[Int(b & 0xF)])
             } else {
                 out.append(b)
             }

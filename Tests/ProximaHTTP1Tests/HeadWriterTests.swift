@@ -53,6 +53,28 @@ struct HeadWriterTests {
         #expect(text.contains("Via: 1.1 px\r\n"))
     }
 
+    /// The writers reserve their output up front from a bound; a head made only of
+    /// X-Forwarded-For values (each copied again into the combined field) and a long Via name is
+    /// the case closest to that bound. Output must be exact and follow bytes already there.
+    @Test func worstCaseHeadsFitTheirReservation() throws {
+        let value = String(repeating: "9", count: 200)
+        let fields = (0..<60).map { _ in "x-forwarded-for:\(value)\r\n" }.joined()
+        let head = try #require(try parseRequest("GET http://h/ HTTP/1.1\r\nHost: h\r\n\(fields)\r\n"))
+        let target = try RequestTarget.parseAbsolute(head.target)
+        let via = String(repeating: "v", count: 500)
+        var out = ByteBuffer(string: "prefix")
+        HeadWriter.writeUpstreamRequest(head, target: target, via: via, forwardedFor: .add, clientIP: "10.0.0.9", into: &out)
+        let text = out.readString(length: out.readableBytes)!
+        let combined = Array(repeating: value, count: 60).joined(separator: ", ") + ", 10.0.0.9"
+        #expect(text == "prefixGET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: \(combined)\r\nVia: 1.1 \(via)\r\n\r\n")
+
+        let response = try #require(try parseResponse("HTTP/1.0 299 \(value)\r\nA:b\r\n\r\n"))
+        var out2 = ByteBuffer(string: "x")
+        HeadWriter.writeClientResponse(response, framing: .length(Int.max), via: via, connection: .keepAlive, into: &out2)
+        #expect(out2.readString(length: out2.readableBytes)! ==
+            "xHTTP/1.1 299 \(value)\r\nA:b\r\nVia: 1.0 \(via)\r\nContent-Length: \(Int.max)\r\nConnection: keep-alive\r\n\r\n")
+    }
+
     @Test func headResponseKeepsContentLength() throws {
         let head = try #require(try parseResponse("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", method: "HEAD"))
         var out = ByteBuffer()

@@ -150,3 +150,65 @@ struct RequestHeadTests {
         #expect(try parseRequest("PUT http://a/ HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")?.expectsContinue == true)
     }
 }
+
+/// Field values are scanned eight bytes at a time; every byte value at every position of a long
+/// value (inside a word, at word edges, in the byte-wise tail) must get the byte-wise verdict.
+@Suite("Field value bytes, word-at-a-time scan")
+struct FieldValueScanTests {
+    func head(value: [UInt8]) -> [UInt8] {
+        Array("GET http://h/ HTTP/1.1\r\nHost: h\r\nX-V: ".utf8) + value + Array("\r\nX-W: 1\r\n\r\n".utf8)
+    }
+
+    func verdict(_ bytes: [UInt8]) -> Result<String?, HeadError> {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(bytes)
+        do {
+            switch try HeadParser.parseRequest(buffer) {
+            case .incomplete: return .success(nil)
+            case .complete(let h, _): return .success(h.firstValue("x-v"))
+            }
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    @Test func everyByteAtEveryPosition() {
+        let base = Array("abcdefghijklmnopqrstuvwxyz0123".utf8)
+        for position in 0..<base.count {
+            for byte in UInt8.min...UInt8.max where byte != 0x0D && byte != 0x0A {
+                var value = base
+                value[position] = byte
+                let allowed = byte == 0x09 || (byte >= 0x20 && byte != 0x7F)
+                switch verdict(head(value: value)) {
+                case .success(let parsed?):
+                    #expect(allowed, "byte \(byte) at \(position) was accepted")
+                    // Whitespace at either end is not part of the value.
+                    var expected = value[...]
+                    while let f = expected.first, f == 0x20 || f == 0x09 { expected = expected.dropFirst() }
+                    while let l = expected.last, l == 0x20 || l == 0x09 { expected = expected.dropLast() }
+                    #expect(Array(parsed.utf8) == Array(String(decoding: expected, as: UTF8.self).utf8))
+                case .success(nil):
+                    Issue.record("byte \(byte) at \(position): incomplete")
+                case .failure:
+                    #expect(!allowed, "byte \(byte) at \(position) was refused")
+                }
+            }
+        }
+    }
+
+    @Test func lineEndsInsideAWordAndTrailingWhitespace() throws {
+        for length in 0..<20 {
+            let value = Array(repeating: UInt8(ascii: "v"), count: length) + [0x20, 0x09, 0x20]
+            let parsed = try verdict(head(value: value)).get()
+            #expect(parsed == String(repeating: "v", count: length))
+        }
+        // A bare CR or LF inside a long value is refused wherever it falls.
+        for position in 0..<17 {
+            for bad: UInt8 in [0x0D, 0x0A] {
+                var value = Array(repeating: UInt8(ascii: "v"), count: 17)
+                value[position] = bad
+                if case .success = verdict(head(value: value)) { Issue.record("bare \(bad) at \(position) accepted") }
+            }
+        }
+    }
+}
