@@ -187,7 +187,7 @@ final class NodeReader {
     // MARK: - Sections
 
     func readRoot(_ root: Node, into c: inout ProximaConfiguration) {
-        let keys = ["listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "workers"]
+        let keys = ["listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "workers"]
         mapping(root, "", keys: keys) { key, node, path in
             switch key {
             case "workers":
@@ -260,6 +260,7 @@ final class NodeReader {
                     default: if let v = int(n, p, in: 0...10_000_000) { c.dns.maxEntries = v }
                     }
                 }
+            case "admin": c.admin = readAdmin(node, path)
             default:
                 mapping(node, path, keys: ["access", "level"]) { k, n, p in
                     if k == "level" {
@@ -270,6 +271,44 @@ final class NodeReader {
                 }
             }
         }
+    }
+
+    func listenAddress(_ n: Node, _ kp: String) -> ListenAddress? {
+        guard let s = string(n, kp) else { return nil }
+        switch ListenAddress.parse(s) {
+        case .success(let a): return a
+        case .failure(.portOutOfRange(let port)):
+            fail(kp, n, "port \(port) is out of range (0-65535)")
+        case .failure(.syntax):
+            fail(kp, n, "'\(s)' is not host:port (examples: 127.0.0.1:3128, [::1]:3128, 0.0.0.0:8080)")
+        }
+        return nil
+    }
+
+    func readAdmin(_ node: Node, _ path: String) -> AdminConfig? {
+        var address: ListenAddress?
+        var token: String?
+        mapping(node, path, keys: ["address", "token", "token_file"]) { k, n, kp in
+            switch k {
+            case "address": address = listenAddress(n, kp)
+            case "token":
+                if let t = string(n, kp) {
+                    if t.count < 16 { fail(kp, n, "a token needs at least 16 characters") } else { token = t }
+                }
+            default:
+                guard let file = string(n, kp) else { return }
+                guard let text = readTextFile(file) else { return fail(kp, n, "cannot read \(file)") }
+                let t = text.trimmingWhitespace()
+                if t.count < 16 { fail(kp, n, "the token in \(file) needs at least 16 characters") } else { token = t }
+            }
+        }
+        if case .mapping(let m) = node, m["address"] == nil { fail(path, node, "missing key 'address'") }
+        guard let address else { return nil }
+        let admin = AdminConfig(address: address, token: token)
+        if !admin.isLoopback, token == nil {
+            fail(path + ".address", node, "\(address) is not a loopback address: set admin.token or admin.token_file, or listen on 127.0.0.1")
+        }
+        return admin
     }
 
     func readListeners(_ node: Node, _ path: String) -> [ListenerConfig] {
@@ -283,15 +322,8 @@ final class NodeReader {
                 case "name": name = string(n, kp)
                 case "role": role = enumeration(n, kp, ListenerRole.self)
                 default:
-                    guard let s = string(n, kp) else { return }
                     listenerAddressLines[i] = n.mark?.line
-                    switch ListenAddress.parse(s) {
-                    case .success(let a): address = a
-                    case .failure(.portOutOfRange(let port)):
-                        fail(kp, n, "port \(port) is out of range (0-65535)")
-                    case .failure(.syntax):
-                        fail(kp, n, "'\(s)' is not host:port (examples: 127.0.0.1:3128, [::1]:3128, 0.0.0.0:8080)")
-                    }
+                    address = listenAddress(n, kp)
                 }
             }
             if case .mapping(let m) = item {
@@ -397,6 +429,10 @@ final class NodeReader {
                 issues.append(ConfigIssue(path: "listeners[\(i)].address", line: line, message: "\(l.address) is used by an earlier listener"))
             }
         }
+        if let admin = c.admin, admin.address.port != 0,
+            c.listeners.contains(where: { $0.address.port == admin.address.port && ($0.address.host == admin.address.host || $0.address.host == "0.0.0.0" || $0.address.host == "::") }) {
+            fail("admin.address", nil, "\(admin.address) is also a proxy listener's address")
+        }
         var names = Set<String>()
         for (i, l) in c.listeners.enumerated() where !names.insert(l.name).inserted {
             fail("listeners[\(i)].name", nil, "the name '\(l.name)' is used by an earlier listener")
@@ -433,4 +469,14 @@ public func readTextFile(_ path: String) -> String? {
         if bytes.count > 16 << 20 { return nil }
     }
     return String(decoding: bytes, as: UTF8.self)
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+            let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
+        else { return "" }
+        return String(scalars[first...last])
+    }
 }

@@ -14,6 +14,8 @@ public struct ProximaConfiguration: Sendable, Equatable {
     public var upstreamPool = UpstreamPoolConfig()
     public var dns = DNSConfig()
     public var logging = LoggingConfig()
+    /// The admin listener (health, status, metrics, reload); nil: none.
+    public var admin: AdminConfig?
     /// Event-loop threads (nginx's worker_processes). nil: one per CPU this process may run on
     /// (its affinity mask, so `taskset -c 0 proxima` runs one loop). Changing it needs a restart.
     public var workers: Int?
@@ -107,6 +109,23 @@ public struct AccessLogConfig: Sendable, Equatable {
     public init(sink: AccessLogSink, format: AccessLogFormat) {
         self.sink = sink
         self.format = format
+    }
+}
+
+/// The admin API's own listener. Never served on the proxy listeners.
+public struct AdminConfig: Sendable, Equatable {
+    public var address: ListenAddress
+    /// Bearer token required on every admin request except /healthz and /readyz. Required when
+    /// the address is not a loopback one.
+    public var token: String?
+
+    public init(address: ListenAddress, token: String? = nil) {
+        self.address = address
+        self.token = token
+    }
+
+    public var isLoopback: Bool {
+        address.host == "localhost" || address.host == "::1" || address.host.hasPrefix("127.")
     }
 }
 

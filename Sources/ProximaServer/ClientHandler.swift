@@ -62,6 +62,11 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var lastUpstreamActivity: NIODeadline
         var tunnelClientClosed = false
         var tunnelUpstreamClosed = false
+        /// Counted in the open-tunnels gauge (taken off again when logged).
+        var tunnelCounted = false
+        /// When the request head went upstream, and how long its response head took.
+        var requestSentAt: NIODeadline?
+        var upstreamHeadNanoseconds: Int64?
         /// Whether a page the proxy writes should be HTML (decided only when one is written).
         var wantsHTML: Bool { head.firstValue("accept")?.contains("text/html") ?? false }
 
@@ -102,6 +107,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     let settings: RuntimeSettings
     let services: ServerServices
     let listenerName: String
+    let metrics: ListenerMetrics
     private var context: ChannelHandlerContext?
     private var clientText = "-"
     private var clientIP: IPAddress?
@@ -118,10 +124,11 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private var timerAt: NIODeadline?
     private var upstreamNeedsFlush = false
 
-    init(settings: RuntimeSettings, services: ServerServices, listenerName: String) {
+    init(settings: RuntimeSettings, services: ServerServices, listenerName: String, metrics: ListenerMetrics) {
         self.settings = settings
         self.services = services
         self.listenerName = listenerName
+        self.metrics = metrics
     }
 
     // MARK: - Channel events
@@ -143,6 +150,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         headDeadline = .now() + settings.clientHeaderTimeout
         ensureTimer(at: headDeadline)
+        metrics.connections.increment()
         context.fireChannelActive()
     }
 
@@ -185,6 +193,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        metrics.connections.decrement()
         if let cur = current {
             if let up = cur.upstream {
                 cur.upstream = nil
@@ -364,8 +373,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         cur.reusedConnection = false
         let connectTimeout = settings.connectTimeout
         let resolved = services.resolver.resolve(host: target.host, port: target.port, on: loop)
-        resolved.flatMap { addresses in
-            Self.connect(to: Array(addresses.prefix(4)), index: 0, on: loop, timeout: connectTimeout, lastError: nil)
+        let protected = settings.protectedEndpoints
+        resolved.flatMap { addresses -> EventLoopFuture<Channel> in
+            // The admin API is for its own listener only: a request through the proxy that would
+            // reach it is refused, whatever name it used.
+            if !protected.isEmpty, addresses.contains(where: { protected.covers($0) }) {
+                return loop.makeFailedFuture(ProtectedEndpointError())
+            }
+            return Self.connect(to: Array(addresses.prefix(4)), index: 0, on: loop, timeout: connectTimeout, lastError: nil)
         }.assumeIsolated().whenComplete { [self] result in
             guard self.current === cur, self.phase == .connecting else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
@@ -407,6 +422,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func connectFailed(_ cur: Current, _ target: RequestTarget, _ error: Error) {
         let what = target.hostPort
+        if error is ProtectedEndpointError {
+            cur.record.detail = "\(what) is the admin API"
+            return respondLocally(403, "\(what) is this proxy's admin API, which is not reachable through the proxy.", result: .denied)
+        }
         if let e = error as? ResolveError {
             cur.record.detail = e.description
             return respondLocally(502, "Cannot resolve \(target.host): \(e.message).", result: cur.record.result)
@@ -440,6 +459,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             ok.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
             cur.record.status = 200
             cur.record.bytesOut += ok.readableBytes
+            cur.tunnelCounted = true
+            metrics.tunnels.increment()
+            metrics.openTunnels.wrappingIncrement(ordering: .relaxed)
             context.writeAndFlush(wrapOutboundOut(ok), promise: nil)
             ensureTimer(at: .now() + settings.tunnelIdleTimeout)
             processInbound()
@@ -454,6 +476,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             clientIP: clientText, into: &out)
         conn.channel.write(out, promise: nil)
         upstreamNeedsFlush = true
+        cur.requestSentAt = .now()
         phase = .forwarding
         forwardRequestBody()
         flushUpstream()
@@ -614,6 +637,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     static let coalescedBodyLimit = 16 * 1024
 
     private func beginResponse(_ cur: Current, _ head: ResponseHead, _ context: ChannelHandlerContext, body: inout ByteBuffer) {
+        if let sent = cur.requestSentAt { cur.upstreamHeadNanoseconds = (NIODeadline.now() - sent).nanoseconds }
         cur.record.status = head.status
         cur.record.contentType = head.firstValue("content-type")
         if !head.serverKeepAlive { cur.upstreamReusable = false }
@@ -748,6 +772,12 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func log(_ cur: Current) {
         cur.record.durationNanoseconds = UInt64(max(0, (NIODeadline.now() - cur.started).nanoseconds))
+        if cur.tunnelCounted {
+            cur.tunnelCounted = false
+            metrics.tunnels.decrement()
+            metrics.openTunnels.wrappingDecrement(ordering: .relaxed)
+        }
+        metrics.observe(cur.record, upstreamHeadNanoseconds: cur.upstreamHeadNanoseconds)
         settings.accessLog.record(cur.takeRecord())
     }
 
@@ -880,6 +910,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             status: error.status, message: "Proxima could not accept this request: \(error.reason).", request: nil,
             html: false, close: true, via: settings.via, allocator: context.channel.allocator)
         record.bytesOut = page.readableBytes
+        metrics.observe(record, upstreamHeadNanoseconds: nil)
         settings.accessLog.record(record)
         inbound = nil
         context.write(wrapOutboundOut(page), promise: nil)

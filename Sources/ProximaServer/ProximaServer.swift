@@ -25,6 +25,7 @@ public final class ProximaServer: Sendable {
         let quiesce: ServerQuiescingHelper
         let settings: Mutex<RuntimeSettings>
         let open = ManagedAtomic<Int>(0)
+        let metrics: ListenerMetrics
 
         /// Whether this listener serves `address`: the configured one, or the port it was
         /// actually given when the configuration asked for port 0.
@@ -33,7 +34,11 @@ public final class ProximaServer: Sendable {
             return other.host == address.host && other.port == channel.localAddress?.port
         }
 
-        init(name: String, address: ListenAddress, channel: Channel, quiesce: ServerQuiescingHelper, settings: RuntimeSettings) {
+        init(
+            name: String, address: ListenAddress, channel: Channel, quiesce: ServerQuiescingHelper, settings: RuntimeSettings,
+            metrics: ListenerMetrics
+        ) {
+            self.metrics = metrics
             self.name = name
             self.address = address
             self.channel = channel
@@ -48,10 +53,16 @@ public final class ProximaServer: Sendable {
         var accessLog: AccessLogWriter
         /// Writers replaced by a reload, closed at shutdown (connections may still use them).
         var retiredLogs: [AccessLogWriter] = []
+        var admin: Channel?
+        var draining = false
+        var reloadAction: (@Sendable () async -> ReloadOutcome)?
     }
 
     private let state: Mutex<State>
-    private let services: ServerServices
+    let services: ServerServices
+    public let metrics: ProxyMetrics
+    /// Wall-clock start, seconds since 1970.
+    public let startTime: Int
     /// Runs the blocking DNS lookups.
     private let threadPool: NIOThreadPool
     public let logger: Logger
@@ -67,6 +78,8 @@ public final class ProximaServer: Sendable {
         self.services = ServerServices(group: group, resolver: resolver, pools: UpstreamPools(group: group))
         self.state = Mutex(State(config: configuration, accessLog: log))
         self.logger = logger
+        self.startTime = wallClock().0
+        self.metrics = ProxyMetrics(startTime: startTime)
     }
 
     static func makeAccessLog(_ config: ProximaConfiguration) throws -> AccessLogWriter {
@@ -82,7 +95,10 @@ public final class ProximaServer: Sendable {
 
     public func start() async throws {
         let (config, log) = state.withLock { ($0.config, $0.accessLog) }
-        let settings = RuntimeSettings(config: config, accessLog: log)
+        // The admin socket first: the proxy listeners must know its address to keep it out of reach.
+        var admin: Channel?
+        if let a = config.admin { admin = try await bindAdmin(a) }
+        let settings = RuntimeSettings(config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress))
         var bound: [Listener] = []
         do {
             for l in config.listeners {
@@ -90,9 +106,13 @@ public final class ProximaServer: Sendable {
             }
         } catch {
             for l in bound { try? await l.channel.close() }
+            try? await admin?.close()
             throw error
         }
-        state.withLock { $0.listeners = bound }
+        state.withLock {
+            $0.listeners = bound
+            $0.admin = admin
+        }
     }
 
     private func bind(_ lc: ListenerConfig, settings: RuntimeSettings) async throws -> Listener {
@@ -100,6 +120,7 @@ public final class ProximaServer: Sendable {
         let services = self.services
         let box = Mutex<Listener?>(nil)
         let listenerName = lc.name
+        let listenerMetrics = metrics.listener(lc.name)
         let bootstrap = ServerBootstrap(group: services.group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -123,7 +144,7 @@ public final class ProximaServer: Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ClientHandler(settings: settings, services: services, listenerName: listener.name))
+                        ClientHandler(settings: settings, services: services, listenerName: listener.name, metrics: listener.metrics))
                 }
             }
         let channel: Channel
@@ -132,7 +153,8 @@ public final class ProximaServer: Sendable {
         } catch {
             throw ServerStartError(description: "cannot listen on \(lc.address) (listener '\(listenerName)'): \(error)")
         }
-        let listener = Listener(name: lc.name, address: lc.address, channel: channel, quiesce: quiesce, settings: settings)
+        let listener = Listener(
+            name: lc.name, address: lc.address, channel: channel, quiesce: quiesce, settings: settings, metrics: listenerMetrics)
         box.withLock { $0 = listener }
         logger.debug("listening", metadata: ["listener": "\(lc.name)", "address": "\(channel.localAddress?.description ?? "?")"])
         return listener
@@ -142,9 +164,23 @@ public final class ProximaServer: Sendable {
     /// their socket; new connections on them use the new settings. Removed listeners stop
     /// accepting and drain.
     public func reload(_ config: ProximaConfiguration) async throws {
+        do {
+            try await apply(config)
+            metrics.reloads.increment()
+        } catch {
+            metrics.reloadFailures.increment()
+            throw error
+        }
+    }
+
+    /// Counts a reload refused before it reached the server (a file with errors).
+    public func recordRefusedReload() { metrics.reloadFailures.increment() }
+
+    private func apply(_ config: ProximaConfiguration) async throws {
         let (oldConfig, oldListeners, oldLog) = state.withLock { ($0.config, $0.listeners, $0.accessLog) }
         let log = config.logging.access == oldConfig.logging.access ? oldLog : try Self.makeAccessLog(config)
-        let settings = RuntimeSettings(config: config, accessLog: log)
+        let admin = state.withLock { $0.admin }
+        let settings = RuntimeSettings(config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress))
         var kept: [Listener] = []
         var added: [Listener] = []
         do {
@@ -176,7 +212,10 @@ public final class ProximaServer: Sendable {
     /// Stops accepting, tells idle connections to close and busy ones to close after their
     /// response, and waits up to `drainTimeout` for them.
     public func shutdown(drainTimeout: TimeAmount? = nil) async {
-        let (listeners, config) = state.withLock { ($0.listeners, $0.config) }
+        let (listeners, config) = state.withLock { s in
+            s.draining = true
+            return (s.listeners, s.config)
+        }
         let timeout = drainTimeout ?? .nanoseconds(config.timeouts.drain.nanoseconds)
         var futures: [EventLoopFuture<Void>] = []
         for l in listeners {
@@ -197,6 +236,7 @@ public final class ProximaServer: Sendable {
             return [s.accessLog] + s.retiredLogs
         }
         for l in logs { l.shutdown() }
+        if let admin = state.withLock({ $0.admin }) { try? await admin.close() }
         try? await threadPool.shutdownGracefully()
     }
 
@@ -204,6 +244,20 @@ public final class ProximaServer: Sendable {
     public func flushAccessLog() {
         state.withLock { $0.accessLog }.flush()
     }
+
+    /// What POST /reload on the admin API runs (the command line re-reads its file).
+    public func setReloadAction(_ action: @escaping @Sendable () async -> ReloadOutcome) {
+        state.withLock { $0.reloadAction = action }
+    }
+
+    var reloadAction: (@Sendable () async -> ReloadOutcome)? { state.withLock { $0.reloadAction } }
+    var isDraining: Bool { state.withLock { $0.draining } }
+    var adminSettings: AdminConfig? { state.withLock { $0.config.admin } }
+    var currentListeners: [Listener] { state.withLock { $0.listeners } }
+    var currentAccessLog: AccessLogWriter { state.withLock { $0.accessLog } }
+
+    /// The admin listener's address, when there is one.
+    public var adminAddress: SocketAddress? { state.withLock { $0.admin?.localAddress } }
 
     /// Open client connections per listener name.
     public var openConnections: [String: Int] {

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import ProximaConfig
 import ProximaHTTP1
 import ProximaPolicy
@@ -33,8 +34,11 @@ final class RuntimeSettings: Sendable {
     /// Only the combined and JSON formats show User-Agent and Referer; Squid's does not, so
     /// those fields are not copied out of each request unless a sink needs them.
     let logsAgentAndReferer: Bool
+    /// Local sockets requests must not be forwarded to (the admin API).
+    let protectedEndpoints: ProtectedEndpoints
 
-    init(config: ProximaConfiguration, accessLog: AccessLogWriter) {
+    init(config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints()) {
+        self.protectedEndpoints = protectedEndpoints
         self.headLimits = HeadLimits(maxRequestLine: config.limits.requestLine.bytes, maxHeadBytes: config.limits.headers.bytes)
         self.responseHeadLimits = HeadLimits(maxHeadBytes: config.limits.headers.bytes)
         self.maxConnections = config.limits.maxConnections
@@ -53,5 +57,35 @@ final class RuntimeSettings: Sendable {
         self.maxBufferedInbound = config.limits.headers.bytes + 64 * 1024
         self.accessLog = accessLog
         self.logsAgentAndReferer = config.logging.access.contains { $0.format != .squid }
+    }
+}
+
+struct ProtectedEndpointError: Error {}
+
+/// Addresses of this host's own non-proxy sockets. A socket bound to a wildcard address is
+/// reachable on every local address, so those are all listed.
+struct ProtectedEndpoints: Sendable {
+    private var endpoints: [(ip: String, port: Int)] = []
+
+    init() {}
+
+    init(bound address: SocketAddress?) {
+        guard let address, let port = address.port, let ip = address.ipAddress else { return }
+        var ips: [String] = [ip]
+        if ip == "0.0.0.0" || ip == "::" || ip.hasPrefix("127.") || ip == "::1" {
+            ips += ["127.0.0.1", "::1", "::ffff:127.0.0.1"]
+        }
+        if ip == "0.0.0.0" || ip == "::" {
+            ips += ((try? System.enumerateDevices()) ?? []).compactMap { $0.address?.ipAddress }
+        }
+        endpoints = ips.map { ($0, port) }
+    }
+
+    var isEmpty: Bool { endpoints.isEmpty }
+
+    func covers(_ a: SocketAddress) -> Bool {
+        guard let port = a.port, let ip = a.ipAddress else { return false }
+        // The whole 127/8 reaches a socket bound to 127.0.0.1 or a wildcard.
+        return endpoints.contains { $0.port == port && ($0.ip == ip || (ip.hasPrefix("127.") && $0.ip == "127.0.0.1")) }
     }
 }

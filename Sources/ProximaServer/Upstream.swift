@@ -188,6 +188,8 @@ final class UpstreamPool: @unchecked Sendable {
         }
     }
 
+    var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
+
     func closeAll() {
         sweeper?.cancel()
         sweeper = nil
@@ -208,6 +210,12 @@ final class UpstreamPools: @unchecked Sendable {
     }
 
     func pool(for loop: EventLoop) -> UpstreamPool? { pools[ObjectIdentifier(loop)] }
+
+    /// Idle connections over all pools, each counted on its own loop.
+    func idleCount(on loop: EventLoop) -> EventLoopFuture<Int> {
+        let counts = pools.values.map { pool in pool.eventLoop.submit { pool.idleCount } }
+        return EventLoopFuture.reduce(0, counts, on: loop, +)
+    }
 
     func closeAll() -> EventLoopFuture<Void>? {
         var futures: [EventLoopFuture<Void>] = []

@@ -1,5 +1,5 @@
 /// Squid's result codes: what the proxy did with a request.
-public enum ResultCode: String, Sendable, Equatable {
+public enum ResultCode: String, Sendable, Equatable, CaseIterable {
     /// Fetched from the origin.
     case miss = "TCP_MISS"
     /// A CONNECT tunnel.

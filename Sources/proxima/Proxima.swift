@@ -1,8 +1,10 @@
 import ArgumentParser
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import ProximaConfig
+import Prometheus
 import ProximaServer
 import UnixSignals
 
@@ -83,40 +85,72 @@ struct Serve: AsyncParsableCommand {
             printError("proxima: \(error)")
             throw ExitCode(1)
         }
+        // Metrics that libraries report through swift-metrics land in the same registry as the
+        // proxy's own, so /metrics shows them all.
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: server.metrics.registry))
         let where_ = server.boundAddresses.map { "\($0.name) on \($0.address.ipAddress ?? "?"):\($0.address.port ?? 0)" }
-        printError("proxima \(proximaVersion): forward proxy listening: \(where_.joined(separator: ", "))\(config == nil ? " (built-in default)" : "")")
+        let admin = server.adminAddress.map { "; admin API on \($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? ""
+        printError("proxima \(proximaVersion): forward proxy listening: \(where_.joined(separator: ", "))\(admin)\(config == nil ? " (built-in default)" : "")")
 
+        let reloader = Reloader(path: config, started: configuration, server: server, logger: logger)
+        server.setReloadAction { await reloader.reload() }
         for await sig in signals {
             if sig == .sighup {
-                guard let config else {
-                    logger.notice("SIGHUP: no configuration file to reload (running the built-in default)")
-                    continue
-                }
-                switch ConfigLoader.load(path: config) {
-                case .failure(let errors):
-                    logger.error("reload refused, keeping the running configuration: \(errors.issues.count) problem(s)")
-                    for issue in errors.issues { logger.error("  \(issue)") }
-                case .success(let newConfig):
-                    // These are fixed when the server starts; say so rather than ignore them silently.
-                    if newConfig.workers != configuration.workers {
-                        logger.warning("workers changes need a restart; keeping \(configuration.workers.map(String.init) ?? "auto")")
-                    }
-                    if newConfig.dns != configuration.dns {
-                        logger.warning("dns changes need a restart; keeping the running DNS cache settings")
-                    }
-                    do {
-                        try await server.reload(newConfig)
-                        logger.notice("configuration reloaded from \(config)")
-                    } catch {
-                        logger.error("reload failed, keeping the running configuration: \(error)")
-                    }
-                }
+                _ = await reloader.reload()
                 continue
             }
             logger.notice("\(sig == .sigterm ? "SIGTERM" : "SIGINT"): draining, then exiting")
             await server.shutdown()
             try? await group.shutdownGracefully()
             break
+        }
+    }
+}
+
+/// Re-reads the configuration file (SIGHUP or POST /reload), one reload at a time.
+actor Reloader {
+    let path: String?
+    let started: ProximaConfiguration
+    let server: ProximaServer
+    let logger: Logger
+
+    init(path: String?, started: ProximaConfiguration, server: ProximaServer, logger: Logger) {
+        self.path = path
+        self.started = started
+        self.server = server
+        self.logger = logger
+    }
+
+    func reload() async -> ReloadOutcome {
+        guard let path else {
+            logger.notice("reload: no configuration file to reload (running the built-in default)")
+            return ReloadOutcome(.unavailable, "running the built-in default: there is no configuration file to reload")
+        }
+        switch ConfigLoader.load(path: path) {
+        case .failure(let errors):
+            server.recordRefusedReload()
+            logger.error("reload refused, keeping the running configuration: \(errors.issues.count) problem(s)")
+            for issue in errors.issues { logger.error("  \(issue)") }
+            return ReloadOutcome(.refused, "\(path) has \(errors.issues.count) problem(s): " + errors.issues.map(\.description).joined(separator: "; "))
+        case .success(let newConfig):
+            // These are fixed when the server starts; say so rather than ignore them silently.
+            var notes: [String] = []
+            if newConfig.workers != started.workers {
+                notes.append("workers changes need a restart; keeping \(started.workers.map(String.init) ?? "auto")")
+            }
+            if newConfig.dns != started.dns { notes.append("dns changes need a restart; keeping the running DNS cache settings") }
+            if newConfig.admin?.address != started.admin?.address {
+                notes.append("admin.address changes need a restart; the admin API stays where it is")
+            }
+            for n in notes { logger.warning("\(n)") }
+            do {
+                try await server.reload(newConfig)
+                logger.notice("configuration reloaded from \(path)")
+                return ReloadOutcome(.reloaded, (["reloaded from \(path)"] + notes).joined(separator: "; "))
+            } catch {
+                logger.error("reload failed, keeping the running configuration: \(error)")
+                return ReloadOutcome(.refused, "reload failed, keeping the running configuration: \(error)")
+            }
         }
     }
 }

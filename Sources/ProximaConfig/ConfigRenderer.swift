@@ -1,0 +1,73 @@
+import ProximaPolicy
+import ProximaTelemetry
+
+extension ProximaConfiguration {
+    /// The configuration as YAML in the schema `ConfigLoader` reads, every value spelled out
+    /// (defaults included), so that what is running can be read, diffed and fed back. Secrets
+    /// (the admin token) are replaced by `<redacted>` unless `redactingSecrets` is false.
+    public func yaml(redactingSecrets: Bool = true) -> String {
+        var out = "# The running configuration of proxima \(proximaConfigSchemaVersion), defaults included.\n"
+        out += "listeners:\n"
+        for l in listeners {
+            out += "  - name: \(quoted(l.name))\n    role: \(l.role.rawValue)\n    address: \(quoted(l.address.description))\n"
+        }
+        out += "access:\n"
+        if access.rules.isEmpty { out = String(out.dropLast()) + " []\n" }
+        for r in access.rules {
+            out += "  - name: \(quoted(r.name))\n    action: \(r.action.rawValue)\n"
+            if let clients = r.clients { out += "    clients: \(list(clients.map { quoted($0.description) }))\n" }
+            if let methods = r.methods { out += "    methods: \(list(methods.sorted().map(quoted)))\n" }
+            if let ports = r.ports { out += "    ports: \(list(ports.sorted().map(String.init)))\n" }
+            if let domains = r.domains { out += "    domains: \(list(domains.map { quoted($0.description) }))\n" }
+        }
+        out += "connect:\n  allowed_ports: \(list(connect.allowedPorts.sorted().map(String.init)))\n"
+        out += "proxy:\n  via: \(proxy.via)\n  via_name: \(quoted(proxy.viaName))\n  forwarded_for: \(proxy.forwardedFor.rawValue)\n"
+        out += "limits:\n  request_line: \(limits.requestLine)\n  headers: \(limits.headers)\n  max_connections: \(limits.maxConnections)\n"
+        out += "timeouts:\n  client_header: \(timeouts.clientHeader)\n  idle: \(timeouts.idle)\n"
+        out += "  upstream_connect: \(timeouts.upstreamConnect)\n  upstream_response: \(timeouts.upstreamResponse)\n"
+        out += "  tunnel_idle: \(timeouts.tunnelIdle)\n  drain: \(timeouts.drain)\n"
+        out += "upstream_pool:\n  max_idle_per_host: \(upstreamPool.maxIdlePerHost)\n  idle_timeout: \(upstreamPool.idleTimeout)\n"
+        out += "dns:\n  cache_ttl: \(dns.cacheTTL)\n  negative_ttl: \(dns.negativeTTL)\n  max_entries: \(dns.maxEntries)\n"
+        out += "logging:\n  level: \(logging.level.rawValue)\n  access:"
+        if logging.access.isEmpty { out += " []" }
+        out += "\n"
+        for a in logging.access {
+            switch a.sink {
+            case .stdout: out += "    - sink: stdout\n"
+            case .file(let path): out += "    - sink: file\n      path: \(quoted(path))\n"
+            }
+            out += "      format: \(a.format.rawValue)\n"
+        }
+        if let admin {
+            out += "admin:\n  address: \(quoted(admin.address.description))\n"
+            if let token = admin.token { out += "  token: \(quoted(redactingSecrets ? "<redacted>" : token))\n" }
+        }
+        out += "workers: \(workers.map(String.init) ?? "auto")\n"
+        return out
+    }
+}
+
+/// Shown in the rendered file's first line.
+let proximaConfigSchemaVersion = "configuration schema 1"
+
+/// A YAML double-quoted scalar: safe for any text (colons, '#', leading symbols, unicode).
+private func quoted(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 || u.value == 0x7F {
+                out += "\\x" + (u.value < 0x10 ? "0" : "") + String(u.value, radix: 16)
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out + "\""
+}
+
+private func list(_ items: [String]) -> String { "[" + items.joined(separator: ", ") + "]" }

@@ -1,0 +1,56 @@
+import Glibc
+import ProximaPolicy
+import Testing
+
+@testable import ProximaConfig
+
+@Suite("Admin listener settings and the rendered running configuration")
+struct AdminAndRenderTests {
+    @Test func adminIsOffByDefaultAndLoopbackNeedsNoToken() throws {
+        #expect(ProximaConfiguration.builtInDefault.admin == nil)
+        let c = try ConfigLoader.load(yaml: "admin:\n  address: 127.0.0.1:9380\n").get()
+        #expect(c.admin == AdminConfig(address: ListenAddress(host: "127.0.0.1", port: 9380)))
+    }
+
+    @Test func adminOnOtherAddressesNeedsAToken() throws {
+        let found = issues("admin:\n  address: 0.0.0.0:9380\n")
+        #expect(found.map(\.path) == ["admin.address"])
+        #expect(found.first?.message.contains("admin.token") == true)
+        let c = try ConfigLoader.load(yaml: "admin:\n  address: 0.0.0.0:9380\n  token: abcdefghijklmnopqrstuvwxyz\n").get()
+        #expect(c.admin?.token == "abcdefghijklmnopqrstuvwxyz")
+        #expect(issues("admin:\n  address: 127.0.0.1:9380\n  token: short\n").map(\.path) == ["admin.token"])
+        #expect(issues("admin:\n  token: abcdefghijklmnopqrstuvwxyz\n").map(\.path) == ["admin"])
+        #expect(issues("admin:\n  address: 127.0.0.1:3128\n").map(\.path) == ["admin.address"])
+    }
+
+    @Test func tokenFromAFile() throws {
+        let path = "/tmp/proxima-token-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = fopen(path, "w")!
+        fputs("  s3cr3t-token-from-a-file-0123\n", fd)
+        fclose(fd)
+        defer { unlink(path) }
+        let c = try ConfigLoader.load(yaml: "admin:\n  address: 127.0.0.1:9380\n  token_file: \(path)\n").get()
+        #expect(c.admin?.token == "s3cr3t-token-from-a-file-0123")
+        #expect(issues("admin:\n  address: 127.0.0.1:9380\n  token_file: /nonexistent/x\n").map(\.path) == ["admin.token_file"])
+    }
+
+    /// What /config shows must be the configuration that runs: rendering and loading again gives
+    /// back the same value, for the default and for a file that sets everything.
+    @Test func renderedConfigurationLoadsBackUnchanged() throws {
+        var full = try ConfigLoader.load(yaml: ConfigLoaderTests.completeExample).get()
+        full.admin = AdminConfig(address: ListenAddress(host: "::1", port: 9380), token: "0123456789abcdef-token")
+        full.listeners[0].name = "odd: name # with \"quotes\""
+        full.workers = 3
+        var noRules = ProximaConfiguration.builtInDefault
+        noRules.access = AccessPolicy(rules: [])
+        noRules.logging.access = []
+        for config in [ProximaConfiguration.builtInDefault, full, noRules] {
+            let text = config.yaml(redactingSecrets: false)
+            let loaded = try ConfigLoader.load(yaml: text).get()
+            #expect(loaded == config, "\(text)")
+        }
+        let shown = full.yaml()
+        #expect(!shown.contains("0123456789abcdef-token"))
+        #expect(shown.contains("token: \"<redacted>\""))
+    }
+}

@@ -1,0 +1,194 @@
+import Foundation
+import NIOCore
+import ProximaConfig
+import ProximaServer
+import ProximaTesting
+import Testing
+
+let adminToken = "test-token-0123456789abcdef"
+
+/// Starts a proxy with an admin listener on an ephemeral loopback port.
+func withAdminProxy<T>(
+    token: String? = adminToken, configure: (inout ProximaConfiguration) -> Void = { _ in },
+    _ body: (RunningProxy, Int) async throws -> T
+) async throws -> T {
+    try await ProxyHarness.withProxy({ c in
+        c.admin = AdminConfig(address: ListenAddress(host: "127.0.0.1", port: 0), token: token)
+        configure(&c)
+    }) { proxy in
+        let port = try #require(proxy.server.adminAddress?.port)
+        return try await body(proxy, port)
+    }
+}
+
+/// One admin request on its own connection: status code, headers and body.
+func admin(
+    _ port: Int, _ path: String, method: String = "GET", token: String? = adminToken
+) async throws -> (status: Int, headers: [String: String], body: String) {
+    let auth = token.map { "Authorization: Bearer \($0)\r\n" } ?? ""
+    let reply = try await RawClient.exchange(
+        port: port, send: ["\(method) \(path) HTTP/1.1\r\nHost: admin\r\n\(auth)Content-Length: 0\r\nConnection: close\r\n\r\n"])
+    let r = try #require(parseReplies(reply.text, headRequest: method == "HEAD").first)
+    var headers: [String: String] = [:]
+    for name in ["content-type", "www-authenticate", "allow", "cache-control"] { headers[name] = r.header(name) }
+    return (r.status, headers, r.body)
+}
+
+func metricValue(_ exposition: String, _ series: String) -> Double? {
+    for line in exposition.split(separator: "\n") where line.hasPrefix(series + " ") {
+        return Double(line.dropFirst(series.count + 1))
+    }
+    return nil
+}
+
+@Suite("Admin API: health, status, metrics, configuration, reload")
+struct AdminTests {
+    @Test func healthAndReadinessNeedNoToken() async throws {
+        try await withAdminProxy { _, port in
+            let h = try await admin(port, "/healthz", token: nil)
+            #expect(h.status == 200 && h.body == "ok\n")
+            let r = try await admin(port, "/readyz", token: nil)
+            #expect(r.status == 200 && r.body == "ready\n")
+            #expect(try await admin(port, "/healthz", method: "POST", token: nil).status == 405)
+            #expect(try await admin(port, "/nothing-here").status == 404)
+        }
+    }
+
+    @Test(arguments: ["/status", "/metrics", "/config"])
+    func everythingElseNeedsTheToken(_ path: String) async throws {
+        try await withAdminProxy { _, port in
+            let none = try await admin(port, path, token: nil)
+            #expect(none.status == 401)
+            #expect(none.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
+            #expect(try await admin(port, path, token: "wrong-token-0123456789abcdef").status == 401)
+            #expect(try await admin(port, path, token: String(adminToken.dropLast())).status == 401)
+            #expect(try await admin(port, path).status == 200)
+        }
+    }
+
+    @Test func metricsCountRequestsBytesAndLatencyAndPassPromtool() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await withAdminProxy { proxy, port in
+            for _ in 0..<3 {
+                #expect(try await send(proxy, ["GET \(origin.url)/bytes/100 HTTP/1.1\r\nHost: x\r\n\r\n"]).replies.first?.status == 200)
+            }
+            #expect(try await send(proxy, ["GET \(origin.url)/status/503 HTTP/1.1\r\nHost: x\r\n\r\n"]).replies.first?.status == 503)
+            #expect(try await send(proxy, ["GET /local HTTP/1.1\r\nHost: x\r\n\r\n"]).replies.first?.status == 400)
+            // Connections close after the exchange; the counts are updated when the record is.
+            #expect(try await eventually {
+                let m = try await admin(port, "/metrics").body
+                return metricValue(m, #"proxima_requests_total{listener="test",method="GET",code="4xx",result="TAG_NONE"}"#) == 1
+            })
+            let m = try await admin(port, "/metrics")
+            #expect(m.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
+            let text = m.body
+            #expect(metricValue(text, #"proxima_requests_total{listener="test",method="GET",code="2xx",result="TCP_MISS"}"#) == 3)
+            #expect(metricValue(text, #"proxima_requests_total{listener="test",method="GET",code="5xx",result="TCP_MISS"}"#) == 1)
+            #expect(metricValue(text, #"proxima_request_duration_seconds_count{listener="test"}"#) == 5)
+            #expect(metricValue(text, #"proxima_upstream_response_duration_seconds_count{listener="test"}"#) == 4)
+            #expect((metricValue(text, #"proxima_sent_bytes_total{listener="test"}"#) ?? 0) > 300)
+            #expect((metricValue(text, #"proxima_received_bytes_total{listener="test"}"#) ?? 0) > 100)
+            // One pooled connection per event loop that served a request.
+            #expect((1.0...4.0).contains(metricValue(text, #"proxima_upstream_idle_connections"#) ?? 0))
+            #expect(metricValue(text, #"proxima_build_info{version="\#(proximaVersion)"}"#) == 1)
+
+            // The exposition must satisfy Prometheus' own checker (CI installs it).
+            let file = makeTempPath("proxima-metrics", ".txt")
+            writeFile(file, text)
+            defer { unlink(file) }
+            let check = try run("/bin/sh", ["-c", "command -v promtool >/dev/null || { echo 'promtool is not installed (apt-get install prometheus)'; exit 127; }; promtool check metrics < \(file)"])
+            #expect(check.status == 0, "promtool: \(check.output) \(check.error)")
+        }
+    }
+
+    @Test func statusReportsListenersConnectionsAndTunnels() async throws {
+        let echo = try await EchoServer.start()
+        defer { Task { await echo.stop() } }
+        try await withAdminProxy(configure: { $0.connect.allowedPorts = [echo.port] }) { proxy, port in
+            // A tunnel held open while the status is read.
+            let client = PersistentClient(port: proxy.port)
+            try await client.open()
+            let established = try await client.request("CONNECT 127.0.0.1:\(echo.port) HTTP/1.1\r\nHost: x\r\n\r\n", until: PersistentClient.oneResponse)
+            #expect(established.contains(" 200 "))
+            #expect(try await eventually {
+                let s = try await admin(port, "/status")
+                let json = try JSONSerialization.jsonObject(with: Data(s.body.utf8)) as? [String: Any]
+                let listeners = json?["listeners"] as? [[String: Any]]
+                return listeners?.first?["open_tunnels"] as? Int == 1 && json?["open_connections"] as? Int == 1
+            })
+            let m = try await admin(port, "/metrics").body
+            #expect(metricValue(m, #"proxima_tunnels{listener="test"}"#) == 1)
+            #expect(metricValue(m, #"proxima_client_connections{listener="test"}"#) == 1)
+            await client.close()
+            #expect(try await eventually {
+                let s = try await admin(port, "/status")
+                let json = try JSONSerialization.jsonObject(with: Data(s.body.utf8)) as? [String: Any]
+                let l = (json?["listeners"] as? [[String: Any]])?.first
+                return l?["open_tunnels"] as? Int == 0 && (l?["requests_by_status"] as? [String: Int])?["2xx"] == 1
+            })
+            let s = try await admin(port, "/status")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(s.body.utf8)) as? [String: Any])
+            #expect(json["version"] as? String == proximaVersion)
+            #expect(json["draining"] as? Bool == false)
+            let l = try #require((json["listeners"] as? [[String: Any]])?.first)
+            #expect(l["name"] as? String == "test")
+            #expect(l["address"] as? String == "127.0.0.1:\(proxy.port)")
+        }
+    }
+
+    @Test func configIsShownWithTheTokenRedacted() async throws {
+        try await withAdminProxy { _, port in
+            let c = try await admin(port, "/config")
+            #expect(c.status == 200)
+            #expect(c.body.contains("listeners:\n  - name: \"test\""))
+            #expect(c.body.contains("token: \"<redacted>\""))
+            #expect(!c.body.contains(adminToken))
+        }
+    }
+
+    @Test func reloadRunsTheServersReloadAction() async throws {
+        try await withAdminProxy { proxy, port in
+            #expect(try await admin(port, "/reload", method: "POST").status == 501)
+            #expect(try await admin(port, "/reload", method: "GET").status == 405)
+            proxy.server.setReloadAction { ReloadOutcome(.refused, "file has 1 problem(s)") }
+            let refused = try await admin(port, "/reload", method: "POST")
+            #expect(refused.status == 422 && refused.body.contains("1 problem"))
+            proxy.server.setReloadAction { ReloadOutcome(.reloaded, "reloaded") }
+            #expect(try await admin(port, "/reload", method: "POST").status == 200)
+        }
+    }
+
+    /// The admin socket is on loopback, where the proxy may forward: it must still not be
+    /// reachable through the proxy, by address, by name or by CONNECT.
+    @Test func adminIsNotReachableThroughTheProxy() async throws {
+        try await withAdminProxy(configure: { c in c.connect.allowedPorts = [443] }) { proxy, port in
+            for host in ["127.0.0.1", "localhost", "127.0.0.2"] {
+                let r = try #require(try await send(proxy, ["GET http://\(host):\(port)/healthz HTTP/1.1\r\nHost: x\r\n\r\n"]).replies.first)
+                #expect(r.status == 403, "\(host)")
+                #expect(r.body.contains("admin API"))
+            }
+        }
+        // Every port allowed for CONNECT, so only the admin rule can refuse it.
+        try await withAdminProxy(configure: { $0.connect.allowedPorts = Set(1...65535) }) { proxy, port in
+            let r = try #require(try await send(proxy, ["CONNECT 127.0.0.1:\(port) HTTP/1.1\r\nHost: x\r\n\r\n"]).replies.first)
+            #expect(r.status == 403)
+        }
+    }
+
+    @Test func readinessFailsWhileDraining() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await withAdminProxy { proxy, port in
+            // A request in flight keeps the drain going while readiness is asked.
+            let inFlight = Task { try await send(proxy, ["GET \(origin.url)/slow HTTP/1.1\r\nHost: x\r\n\r\n"], timeout: .seconds(3)) }
+            #expect(await eventually { origin.connectionsOpen >= 1 })
+            let drain = Task { await proxy.server.shutdown(drainTimeout: .seconds(3)) }
+            #expect(await eventually { (try? await admin(port, "/readyz", token: nil).status) == 503 })
+            let health = try await admin(port, "/healthz", token: nil)
+            #expect(health.status == 200)
+            _ = try? await inFlight.value
+            await drain.value
+        }
+    }
+}
