@@ -74,7 +74,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
-        .testTarget(name: "ProximaConfigTests", dependencies: ["ProximaConfig", "ProximaPolicy"]),
+        .testTarget(name: "ProximaConfigTests", dependencies: ["ProximaConfig", "ProximaPolicy", "ProximaTelemetry"]),
         .testTarget(name: "ProximaHTTP1Tests", dependencies: ["ProximaHTTP1"]),
         .testTarget(name: "ProximaPolicyTests", dependencies: ["ProximaPolicy"]),
         .testTarget(name: "ProximaTelemetryTests", dependencies: ["ProximaTelemetry"]),

@@ -1,5 +1,6 @@
 import ProximaHTTP1
 import ProximaPolicy
+import ProximaTelemetry
 import Yams
 
 /// One problem in a configuration file, with the key path and line it concerns.
@@ -389,29 +390,47 @@ final class NodeReader {
     func readAccessLogs(_ node: Node, _ path: String) -> [AccessLogConfig] {
         var result: [AccessLogConfig] = []
         sequence(node, path) { _, item, p in
-            var sink: AccessLogSink = .stdout
             var format: AccessLogFormat = .squid
             var sinkName = "stdout"
             var filePath: String?
-            mapping(item, p, keys: ["sink", "path", "format"]) { k, n, kp in
+            var address: SyslogTarget?
+            var addressGiven = false
+            var facility: SyslogFacility?
+            mapping(item, p, keys: ["sink", "path", "format", "address", "facility"]) { k, n, kp in
                 switch k {
                 case "sink":
                     if let s = string(n, kp) {
-                        if s == "stdout" || s == "file" { sinkName = s } else { fail(kp, n, "'\(s)' is not one of: stdout, file") }
+                        if ["stdout", "file", "syslog"].contains(s) { sinkName = s } else { fail(kp, n, "'\(s)' is not one of: stdout, file, syslog") }
                     }
                 case "path": filePath = string(n, kp)
+                case "address":
+                    addressGiven = true
+                    guard let s = string(n, kp) else { return }
+                    address = SyslogTarget.parse(s)
+                    if address == nil {
+                        fail(kp, n, "'\(s)' is not a syslog address (examples: udp://127.0.0.1:514, tcp://logs.example:601, unix:/dev/log)")
+                    }
+                case "facility": facility = enumeration(n, kp, SyslogFacility.self)
                 default: if let f = enumeration(n, kp, AccessLogFormat.self) { format = f }
                 }
             }
-            if sinkName == "file" {
-                guard let fp = filePath, !fp.isEmpty else {
-                    fail(p, item, "a file sink needs 'path'")
+            let sink: AccessLogSink
+            switch sinkName {
+            case "file":
+                guard let fp = filePath, !fp.isEmpty else { return fail(p, item, "a file sink needs 'path'") }
+                sink = .file(fp)
+            case "syslog":
+                guard let address else {
+                    if !addressGiven { fail(p, item, "a syslog sink needs 'address' (udp://host:port, tcp://host:port or unix:/path)") }
                     return
                 }
-                sink = .file(fp)
-            } else if filePath != nil {
-                fail(p + ".path", item, "'path' is only for sink: file")
+                sink = .syslog(address, facility ?? .local0)
+            default:
+                sink = .stdout
             }
+            if filePath != nil, sinkName != "file" { fail(p + ".path", item, "'path' is only for sink: file") }
+            if addressGiven, sinkName != "syslog" { fail(p + ".address", item, "'address' is only for sink: syslog") }
+            if facility != nil, sinkName != "syslog" { fail(p + ".facility", item, "'facility' is only for sink: syslog") }
             result.append(AccessLogConfig(sink: sink, format: format))
         }
         return result

@@ -35,6 +35,8 @@ extension ProximaConfiguration {
             switch a.sink {
             case .stdout: out += "    - sink: stdout\n"
             case .file(let path): out += "    - sink: file\n      path: \(quoted(path))\n"
+            case .syslog(let target, let facility):
+                out += "    - sink: syslog\n      address: \(quoted(target.description))\n      facility: \(facility.rawValue)\n"
             }
             out += "      format: \(a.format.rawValue)\n"
         }

@@ -55,6 +55,8 @@ public final class ProximaServer: Sendable {
         var retiredLogs: [AccessLogWriter] = []
         var admin: Channel?
         var draining = false
+        var dropWatch: RepeatedTask?
+        var droppedSeen = 0
         var reloadAction: (@Sendable () async -> ReloadOutcome)?
     }
 
@@ -109,9 +111,22 @@ public final class ProximaServer: Sendable {
             try? await admin?.close()
             throw error
         }
+        // A log server that is down must not go unnoticed: say how many records were lost.
+        let watch = services.group.next().scheduleRepeatedTask(initialDelay: .seconds(30), delay: .seconds(30)) { [self] _ in
+            let dropped = currentAccessLog.droppedCount
+            let new = state.withLock { s -> Int in
+                let n = max(0, dropped - s.droppedSeen)
+                s.droppedSeen = dropped
+                return n
+            }
+            if new > 0 {
+                logger.warning("access log: \(new) record(s) dropped in the last 30s (queue full, or a syslog server slow or unreachable)")
+            }
+        }
         state.withLock {
             $0.listeners = bound
             $0.admin = admin
+            $0.dropWatch = watch
         }
     }
 
@@ -214,6 +229,8 @@ public final class ProximaServer: Sendable {
     public func shutdown(drainTimeout: TimeAmount? = nil) async {
         let (listeners, config) = state.withLock { s in
             s.draining = true
+            s.dropWatch?.cancel()
+            s.dropWatch = nil
             return (s.listeners, s.config)
         }
         let timeout = drainTimeout ?? .nanoseconds(config.timeouts.drain.nanoseconds)

@@ -11,6 +11,8 @@ import Darwin
 public enum LogDestination: Sendable, Equatable {
     case stdout
     case file(String)
+    /// RFC 5424 messages to a syslog server or the local syslog socket.
+    case syslog(SyslogTarget, SyslogFacility)
 }
 
 /// Writes access-log records off the event loops: `record` only appends to a queue under a
@@ -21,6 +23,8 @@ public final class AccessLogWriter: Sendable {
         var fd: Int32
         var ownsFD: Bool
         var format: AccessLogLineFormat
+        /// For syslog sinks: the sender (with its own queue and thread) and the framing.
+        var syslog: (sender: SyslogSender, formatter: SyslogFormatter)?
     }
 
     struct State {
@@ -47,12 +51,16 @@ public final class AccessLogWriter: Sendable {
     }
 
     public init(
-        _ outputs: [(LogDestination, AccessLogLineFormat)], maxPending: Int = 100_000, batchDelay: DispatchTimeInterval = .milliseconds(50)
+        _ outputs: [(LogDestination, AccessLogLineFormat)], maxPending: Int = 100_000, batchDelay: DispatchTimeInterval = .milliseconds(50),
+        syslogCapacity: Int = 10_000
     ) throws {
         var opened: [Sink] = []
         for (dest, format) in outputs {
             switch dest {
             case .stdout: opened.append(Sink(fd: 1, ownsFD: false, format: format))
+            case .syslog(let target, let facility):
+                let sender = SyslogSender(target: target, capacity: syslogCapacity)
+                opened.append(Sink(fd: -1, ownsFD: false, format: format, syslog: (sender, SyslogFormatter(facility: facility))))
             case .file(let path):
                 let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
                 if fd < 0 {
@@ -86,7 +94,11 @@ public final class AccessLogWriter: Sendable {
         if schedule { queue.asyncAfter(deadline: .now() + batchDelay) { self.drain() } }
     }
 
-    public var droppedCount: Int { state.withLock { $0.dropped } }
+    /// Records dropped so far: by this writer's queue, and by syslog senders whose server was
+    /// too slow or unreachable for their bounded queues.
+    public var droppedCount: Int {
+        state.withLock { $0.dropped } + sinks.withLock { $0.reduce(0) { $0 + ($1.syslog?.sender.droppedCount ?? 0) } }
+    }
 
     /// Writes what has accumulated, once: records arriving meanwhile schedule the next batch
     /// (after `batchDelay`), so a busy proxy wakes the writer a few times a second, not per record.
@@ -101,6 +113,19 @@ public final class AccessLogWriter: Sendable {
         var clock = LogClock()
         sinks.withLock { sinks in
             for sink in sinks {
+                if let (sender, formatter) = sink.syslog {
+                    var messages: [[UInt8]] = []
+                    messages.reserveCapacity(batch.count)
+                    var line: [UInt8] = []
+                    for i in batch.indices {
+                        line.removeAll(keepingCapacity: true)
+                        sink.format.appendLine(batch[i], to: &line, clock: &clock)
+                        messages.append(formatter.message(
+                            line: line.dropLast(), seconds: batch[i].startSeconds, nanoseconds: batch[i].startNanoseconds, clock: &clock))
+                    }
+                    sender.enqueue(messages)
+                    continue
+                }
                 var bytes: [UInt8] = []
                 bytes.reserveCapacity(batch.count * 160)
                 for i in batch.indices { sink.format.appendLine(batch[i], to: &bytes, clock: &clock) }
@@ -112,14 +137,17 @@ public final class AccessLogWriter: Sendable {
     /// Writes everything queued so far before returning (used at shutdown and by tests).
     public func flush() {
         queue.sync { self.drain() }
+        for s in sinks.withLock({ $0.compactMap { $0.syslog?.sender } }) { s.flush() }
     }
 
     public func shutdown() {
         flush()
-        sinks.withLock { sinks in
+        let senders = sinks.withLock { sinks -> [SyslogSender] in
             for s in sinks where s.ownsFD { systemClose(s.fd) }
-            sinks.removeAll()
+            defer { sinks.removeAll() }
+            return sinks.compactMap { $0.syslog?.sender }
         }
+        for s in senders { s.shutdown() }
     }
 }
 

@@ -1,5 +1,6 @@
 import Glibc
 import ProximaPolicy
+import ProximaTelemetry
 import Testing
 
 @testable import ProximaConfig
@@ -41,6 +42,8 @@ struct AdminAndRenderTests {
         full.admin = AdminConfig(address: ListenAddress(host: "::1", port: 9380), token: "0123456789abcdef-token")
         full.listeners[0].name = "odd: name # with \"quotes\""
         full.workers = 3
+        full.logging.access.append(AccessLogConfig(sink: .syslog(SyslogTarget(transport: .tcp, host: "::1", port: 601), .local4), format: .json))
+        full.logging.access.append(AccessLogConfig(sink: .syslog(SyslogTarget(transport: .unix, host: "/dev/log"), .daemon), format: .squid))
         var noRules = ProximaConfiguration.builtInDefault
         noRules.access = AccessPolicy(rules: [])
         noRules.logging.access = []
@@ -52,5 +55,36 @@ struct AdminAndRenderTests {
         let shown = full.yaml()
         #expect(!shown.contains("0123456789abcdef-token"))
         #expect(shown.contains("token: \"<redacted>\""))
+    }
+}
+
+@Suite("Syslog sinks in the configuration")
+struct SyslogConfigTests {
+    @Test func syslogSinksLoad() throws {
+        let c = try ConfigLoader.load(yaml: """
+            logging:
+              access:
+                - sink: syslog
+                  address: udp://127.0.0.1:514
+                - sink: syslog
+                  address: tcp://logs.example:601
+                  facility: local5
+                  format: json
+                - sink: syslog
+                  address: unix:/dev/log
+            """).get()
+        #expect(c.logging.access == [
+            AccessLogConfig(sink: .syslog(SyslogTarget(transport: .udp, host: "127.0.0.1", port: 514), .local0), format: .squid),
+            AccessLogConfig(sink: .syslog(SyslogTarget(transport: .tcp, host: "logs.example", port: 601), .local5), format: .json),
+            AccessLogConfig(sink: .syslog(SyslogTarget(transport: .unix, host: "/dev/log"), .local0), format: .squid),
+        ])
+    }
+
+    @Test func syslogMistakesAreReported() {
+        #expect(issues("logging:\n  access:\n    - sink: syslog\n").map(\.path) == ["logging.access[0]"])
+        #expect(issues("logging:\n  access:\n    - sink: syslog\n      address: http://x:1\n").map(\.path) == ["logging.access[0].address"])
+        #expect(issues("logging:\n  access:\n    - sink: syslog\n      address: udp://x:1\n      facility: local9\n").map(\.path) == ["logging.access[0].facility"])
+        #expect(issues("logging:\n  access:\n    - sink: file\n      path: /tmp/x\n      facility: local1\n").map(\.path) == ["logging.access[0].facility"])
+        #expect(issues("logging:\n  access:\n    - sink: stdout\n      address: udp://x:1\n").map(\.path) == ["logging.access[0].address"])
     }
 }
