@@ -396,8 +396,19 @@ final class NodeReader {
             var address: SyslogTarget?
             var addressGiven = false
             var facility: SyslogFacility?
-            mapping(item, p, keys: ["sink", "path", "format", "address", "facility"]) { k, n, kp in
+            var template: LogTemplate?
+            var formatGiven = false
+            var rotateSize: ByteSize?
+            var rotateKeep: Int?
+            mapping(item, p, keys: ["sink", "path", "format", "template", "address", "facility", "rotate_size", "rotate_keep"]) { k, n, kp in
                 switch k {
+                case "template":
+                    guard let t = string(n, kp) else { return }
+                    do throws(LogTemplate.ParseError) { template = try LogTemplate(t) } catch { fail(kp, n, error.description) }
+                case "rotate_size":
+                    rotateSize = size(n, kp)
+                    if let r = rotateSize, r.bytes < 4096 { fail(kp, n, "must be at least 4KiB") }
+                case "rotate_keep": rotateKeep = int(n, kp, in: 0...1000)
                 case "sink":
                     if let s = string(n, kp) {
                         if ["stdout", "file", "syslog"].contains(s) { sinkName = s } else { fail(kp, n, "'\(s)' is not one of: stdout, file, syslog") }
@@ -411,9 +422,12 @@ final class NodeReader {
                         fail(kp, n, "'\(s)' is not a syslog address (examples: udp://127.0.0.1:514, tcp://logs.example:601, unix:/dev/log)")
                     }
                 case "facility": facility = enumeration(n, kp, SyslogFacility.self)
-                default: if let f = enumeration(n, kp, AccessLogFormat.self) { format = f }
+                default:
+                    formatGiven = true
+                    if let f = enumeration(n, kp, AccessLogFormat.self) { format = f }
                 }
             }
+            if template != nil, formatGiven { fail(p + ".template", item, "give either 'format' or 'template', not both") }
             let sink: AccessLogSink
             switch sinkName {
             case "file":
@@ -431,7 +445,10 @@ final class NodeReader {
             if filePath != nil, sinkName != "file" { fail(p + ".path", item, "'path' is only for sink: file") }
             if addressGiven, sinkName != "syslog" { fail(p + ".address", item, "'address' is only for sink: syslog") }
             if facility != nil, sinkName != "syslog" { fail(p + ".facility", item, "'facility' is only for sink: syslog") }
-            result.append(AccessLogConfig(sink: sink, format: format))
+            if (rotateSize != nil || rotateKeep != nil), sinkName != "file" { fail(p + ".rotate_size", item, "rotation is only for sink: file") }
+            if rotateKeep != nil, rotateSize == nil { fail(p + ".rotate_keep", item, "'rotate_keep' needs 'rotate_size'") }
+            let rotation = rotateSize.map { FileRotation(maxBytes: $0.bytes, keep: rotateKeep ?? 5) }
+            result.append(AccessLogConfig(sink: sink, format: format, template: template, rotation: rotation))
         }
         return result
     }

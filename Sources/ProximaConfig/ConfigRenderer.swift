@@ -38,7 +38,8 @@ extension ProximaConfiguration {
             case .syslog(let target, let facility):
                 out += "    - sink: syslog\n      address: \(quoted(target.description))\n      facility: \(facility.rawValue)\n"
             }
-            out += "      format: \(a.format.rawValue)\n"
+            if let t = a.template { out += "      template: \(quoted(t.source))\n" } else { out += "      format: \(a.format.rawValue)\n" }
+            if let r = a.rotation { out += "      rotate_size: \(ByteSize(bytes: r.maxBytes))\n      rotate_keep: \(r.keep)\n" }
         }
         if let admin {
             out += "admin:\n  address: \(quoted(admin.address.description))\n"

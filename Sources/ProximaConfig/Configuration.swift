@@ -105,11 +105,20 @@ public typealias AccessLogSink = LogDestination
 public struct AccessLogConfig: Sendable, Equatable {
     public var sink: AccessLogSink
     public var format: AccessLogFormat
+    /// A custom line (nginx's log_format); replaces `format` when set.
+    public var template: LogTemplate?
+    /// File sinks only: rotate by size.
+    public var rotation: FileRotation?
 
-    public init(sink: AccessLogSink, format: AccessLogFormat) {
+    public init(sink: AccessLogSink, format: AccessLogFormat, template: LogTemplate? = nil, rotation: FileRotation? = nil) {
         self.sink = sink
         self.format = format
+        self.template = template
+        self.rotation = rotation
     }
+
+    /// What the log writer is given.
+    public var output: AccessLogOutput { AccessLogOutput(sink, format, template: template, rotation: rotation) }
 }
 
 /// The admin API's own listener. Never served on the proxy listeners.

@@ -67,6 +67,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         /// When the request head went upstream, and how long its response head took.
         var requestSentAt: NIODeadline?
         var upstreamHeadNanoseconds: Int64?
+        /// The request id, made when first needed (error page, or a log format that shows it).
+        var requestID: String {
+            if let id = record.requestID { return id }
+            let id = head.firstValue("x-request-id").flatMap { RequestIDs.acceptable($0) ? $0 : nil } ?? RequestIDs.next()
+            record.requestID = id
+            return id
+        }
+
         /// Whether a page the proxy writes should be HTML (decided only when one is written).
         var wantsHTML: Bool { head.firstValue("accept")?.contains("text/html") ?? false }
 
@@ -778,6 +786,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             metrics.openTunnels.wrappingDecrement(ordering: .relaxed)
         }
         metrics.observe(cur.record, upstreamHeadNanoseconds: cur.upstreamHeadNanoseconds)
+        if settings.logsRequestID { _ = cur.requestID }
         settings.accessLog.record(cur.takeRecord())
     }
 
@@ -887,7 +896,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if !cur.requestBodyDone { inbound = nil }
         let page = LocalResponse.make(
             status: status, message: message, request: "\(cur.head.method) \(cur.head.target)", html: cur.wantsHTML,
-            close: mustClose, headRequest: cur.head.isHead, via: settings.via, allocator: context.channel.allocator)
+            close: mustClose, headRequest: cur.head.isHead, via: settings.via, requestID: cur.requestID, allocator: context.channel.allocator)
         cur.record.bytesOut += page.readableBytes
         cur.responseStarted = true
         context.write(wrapOutboundOut(page), promise: nil)
@@ -905,10 +914,11 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         record.result = .none
         record.detail = error.reason
         record.bytesIn = inbound?.readableBytes ?? 0
+        record.requestID = RequestIDs.next()
         // The head could not be read, so neither could its Accept: plain text.
         let page = LocalResponse.make(
             status: error.status, message: "Proxima could not accept this request: \(error.reason).", request: nil,
-            html: false, close: true, via: settings.via, allocator: context.channel.allocator)
+            html: false, close: true, via: settings.via, requestID: record.requestID, allocator: context.channel.allocator)
         record.bytesOut = page.readableBytes
         metrics.observe(record, upstreamHeadNanoseconds: nil)
         settings.accessLog.record(record)

@@ -1,3 +1,4 @@
+import Atomics
 import NIOCore
 
 /// Pages the proxy answers itself: errors, denials, and the page for requests aimed at the
@@ -26,12 +27,13 @@ enum LocalResponse {
     /// The complete response (head and body) as one buffer.
     static func make(
         status: Int, message: String, request: String?, html: Bool, close: Bool, headRequest: Bool = false,
-        via: String?, allocator: ByteBufferAllocator
+        via: String?, requestID: String? = nil, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let reason = reasonPhrase(status)
         let body: String
         if html {
-            let req = request.map { "<p>Request: <code>\(escapeHTML($0))</code></p>\n" } ?? ""
+            var req = request.map { "<p>Request: <code>\(escapeHTML($0))</code></p>\n" } ?? ""
+            if let requestID { req += "<p>Request id: <code>\(escapeHTML(requestID))</code> (quote it when reporting this)</p>\n" }
             body = """
                 <!DOCTYPE html>
                 <html><head><meta charset="utf-8"><title>\(status) \(reason)</title>
@@ -42,7 +44,8 @@ enum LocalResponse {
 
                 """
         } else {
-            let req = request.map { "Request: \($0)\n" } ?? ""
+            var req = request.map { "Request: \($0)\n" } ?? ""
+            if let requestID { req += "Request id: \(requestID)\n" }
             body = "\(status) \(reason)\n\(message)\n\(req)-- Proxima \(proximaVersion)\n"
         }
         var out = allocator.buffer(capacity: body.utf8.count + 256)
@@ -51,6 +54,7 @@ enum LocalResponse {
         out.writeString("Content-Length: \(body.utf8.count)\r\n")
         out.writeStaticString("Cache-Control: no-store\r\n")
         if let via { out.writeString("Via: 1.1 \(via)\r\n") }
+        if let requestID { out.writeString("X-Request-ID: \(requestID)\r\n") }
         if close { out.writeStaticString("Connection: close\r\n") }
         out.writeStaticString("\r\n")
         if !headRequest { out.writeString(body) }
@@ -71,5 +75,29 @@ enum LocalResponse {
             }
         }
         return out
+    }
+}
+
+/// Request ids for logs and error pages: a random per-process prefix and a counter, unique
+/// without coordination and cheap enough to make only when one is needed.
+enum RequestIDs {
+    private static let prefix: String = {
+        let r = UInt64.random(in: 0...UInt64.max)
+        let hex = String(r, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }()
+    private static let counter = ManagedAtomic<UInt64>(0)
+
+    static func next() -> String {
+        let n = counter.wrappingIncrementThenLoad(ordering: .relaxed)
+        let hex = String(n, radix: 16)
+        return prefix + "-" + String(repeating: "0", count: max(0, 12 - hex.count)) + hex
+    }
+
+    /// A client's id is kept when it is 1-128 visible ASCII characters without quotes or
+    /// backslashes (it ends up in logs, headers and pages).
+    static func acceptable(_ id: String) -> Bool {
+        let u = id.utf8
+        return !u.isEmpty && u.count <= 128 && u.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
     }
 }

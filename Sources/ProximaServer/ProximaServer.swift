@@ -85,7 +85,7 @@ public final class ProximaServer: Sendable {
     }
 
     static func makeAccessLog(_ config: ProximaConfiguration) throws -> AccessLogWriter {
-        try AccessLogWriter(config.logging.access.map { ($0.sink, $0.format) })
+        try AccessLogWriter(outputs: config.logging.access.map(\.output))
     }
 
     public var configuration: ProximaConfiguration { state.withLock { $0.config } }
@@ -255,6 +255,12 @@ public final class ProximaServer: Sendable {
         for l in logs { l.shutdown() }
         if let admin = state.withLock({ $0.admin }) { try? await admin.close() }
         try? await threadPool.shutdownGracefully()
+    }
+
+    /// Reopens the access-log files at their paths (SIGUSR1, after logrotate moved them).
+    public func reopenAccessLogs() {
+        let logs = state.withLock { [$0.accessLog] + $0.retiredLogs }
+        for l in logs { l.reopenFiles() }
     }
 
     /// Writes out queued access-log records (tests use it before reading a log file).

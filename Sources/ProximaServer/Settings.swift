@@ -34,11 +34,17 @@ final class RuntimeSettings: Sendable {
     /// Only the combined and JSON formats show User-Agent and Referer; Squid's does not, so
     /// those fields are not copied out of each request unless a sink needs them.
     let logsAgentAndReferer: Bool
+    /// Whether a log line shows the request id (JSON, or a template naming it): only then is one
+    /// made for every request; error pages always get one.
+    let logsRequestID: Bool
     /// Local sockets requests must not be forwarded to (the admin API).
     let protectedEndpoints: ProtectedEndpoints
 
     init(config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints()) {
         self.protectedEndpoints = protectedEndpoints
+        self.logsRequestID = config.logging.access.contains {
+            $0.template.map { $0.source.contains("request_id") } ?? ($0.format == .json)
+        }
         self.headLimits = HeadLimits(maxRequestLine: config.limits.requestLine.bytes, maxHeadBytes: config.limits.headers.bytes)
         self.responseHeadLimits = HeadLimits(maxHeadBytes: config.limits.headers.bytes)
         self.maxConnections = config.limits.maxConnections

@@ -146,6 +146,7 @@ public enum AccessLogLineFormat: String, Sendable, CaseIterable {
         s += ",\"user_agent\":" + (e.userAgent.map(jsonString) ?? "null")
         s += ",\"referer\":" + (e.referer.map(jsonString) ?? "null")
         s += ",\"detail\":" + (e.detail.map(jsonString) ?? "null")
+        s += ",\"request_id\":" + (e.requestID.map(jsonString) ?? "null")
         s += "}"
         return s
     }

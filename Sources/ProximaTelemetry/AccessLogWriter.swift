@@ -15,6 +15,33 @@ public enum LogDestination: Sendable, Equatable {
     case syslog(SyslogTarget, SyslogFacility)
 }
 
+/// A file sink rotating itself: when a write would take the file past `maxBytes`, `path.N`
+/// become `path.N+1` (up to `keep`), `path` becomes `path.1` and a new `path` is started.
+public struct FileRotation: Sendable, Equatable {
+    public var maxBytes: Int
+    public var keep: Int
+
+    public init(maxBytes: Int, keep: Int = 5) {
+        self.maxBytes = maxBytes
+        self.keep = keep
+    }
+}
+
+/// One access-log output: where, and in which format (a template, when given, replaces it).
+public struct AccessLogOutput: Sendable, Equatable {
+    public var destination: LogDestination
+    public var format: AccessLogLineFormat
+    public var template: LogTemplate?
+    public var rotation: FileRotation?
+
+    public init(_ destination: LogDestination, _ format: AccessLogLineFormat, template: LogTemplate? = nil, rotation: FileRotation? = nil) {
+        self.destination = destination
+        self.format = format
+        self.template = template
+        self.rotation = rotation
+    }
+}
+
 /// Writes access-log records off the event loops: `record` only appends to a queue under a
 /// lock; a serial dispatch queue formats and writes whatever accumulated, one `write` per
 /// batch and sink.
@@ -23,8 +50,17 @@ public final class AccessLogWriter: Sendable {
         var fd: Int32
         var ownsFD: Bool
         var format: AccessLogLineFormat
+        var template: LogTemplate?
         /// For syslog sinks: the sender (with its own queue and thread) and the framing.
         var syslog: (sender: SyslogSender, formatter: SyslogFormatter)?
+        /// For file sinks: the path (to reopen and rotate), the rotation, the current size.
+        var path: String?
+        var rotation: FileRotation?
+        var size = 0
+
+        func appendLine(_ e: borrowing Exchange, to out: inout [UInt8], clock: inout LogClock) {
+            if let template { template.appendLine(e, to: &out, clock: &clock) } else { format.appendLine(e, to: &out, clock: &clock) }
+        }
     }
 
     struct State {
@@ -50,25 +86,36 @@ public final class AccessLogWriter: Sendable {
         }
     }
 
-    public init(
+    public convenience init(
         _ outputs: [(LogDestination, AccessLogLineFormat)], maxPending: Int = 100_000, batchDelay: DispatchTimeInterval = .milliseconds(50),
         syslogCapacity: Int = 10_000
     ) throws {
+        try self.init(
+            outputs: outputs.map { AccessLogOutput($0.0, $0.1) }, maxPending: maxPending, batchDelay: batchDelay, syslogCapacity: syslogCapacity)
+    }
+
+    public init(
+        outputs: [AccessLogOutput], maxPending: Int = 100_000, batchDelay: DispatchTimeInterval = .milliseconds(50),
+        syslogCapacity: Int = 10_000
+    ) throws {
         var opened: [Sink] = []
-        for (dest, format) in outputs {
-            switch dest {
-            case .stdout: opened.append(Sink(fd: 1, ownsFD: false, format: format))
+        for output in outputs {
+            let format = output.format
+            switch output.destination {
+            case .stdout: opened.append(Sink(fd: 1, ownsFD: false, format: format, template: output.template))
             case .syslog(let target, let facility):
                 let sender = SyslogSender(target: target, capacity: syslogCapacity)
-                opened.append(Sink(fd: -1, ownsFD: false, format: format, syslog: (sender, SyslogFormatter(facility: facility))))
+                opened.append(Sink(
+                    fd: -1, ownsFD: false, format: format, template: output.template, syslog: (sender, SyslogFormatter(facility: facility))))
             case .file(let path):
-                let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+                let (fd, size) = openLogFile(path)
                 if fd < 0 {
                     let err = errno
                     for s in opened where s.ownsFD { systemClose(s.fd) }
                     throw OpenError.cannotOpen(path, err)
                 }
-                opened.append(Sink(fd: fd, ownsFD: true, format: format))
+                opened.append(Sink(
+                    fd: fd, ownsFD: true, format: format, template: output.template, path: path, rotation: output.rotation, size: size))
             }
         }
         self.sinks = Mutex(opened)
@@ -112,14 +159,15 @@ public final class AccessLogWriter: Sendable {
         if batch.isEmpty { return }
         var clock = LogClock()
         sinks.withLock { sinks in
-            for sink in sinks {
+            for index in sinks.indices {
+                let sink = sinks[index]
                 if let (sender, formatter) = sink.syslog {
                     var messages: [[UInt8]] = []
                     messages.reserveCapacity(batch.count)
                     var line: [UInt8] = []
                     for i in batch.indices {
                         line.removeAll(keepingCapacity: true)
-                        sink.format.appendLine(batch[i], to: &line, clock: &clock)
+                        sink.appendLine(batch[i], to: &line, clock: &clock)
                         messages.append(formatter.message(
                             line: line.dropLast(), seconds: batch[i].startSeconds, nanoseconds: batch[i].startNanoseconds, clock: &clock))
                     }
@@ -128,10 +176,35 @@ public final class AccessLogWriter: Sendable {
                 }
                 var bytes: [UInt8] = []
                 bytes.reserveCapacity(batch.count * 160)
-                for i in batch.indices { sink.format.appendLine(batch[i], to: &bytes, clock: &clock) }
-                writeAll(sink.fd, bytes)
+                for i in batch.indices { sink.appendLine(batch[i], to: &bytes, clock: &clock) }
+                if let rotation = sink.rotation, let path = sink.path, sink.size > 0, sink.size + bytes.count > rotation.maxBytes {
+                    rotate(path, keep: rotation.keep)
+                    reopen(&sinks[index])
+                }
+                writeAll(sinks[index].fd, bytes)
+                sinks[index].size += bytes.count
             }
         }
+    }
+
+    /// Reopens every file sink at its path (after logrotate moved the files away: SIGUSR1).
+    /// Records written meanwhile went to the old file, which is what logrotate expects.
+    public func reopenFiles() {
+        queue.sync {
+            sinks.withLock { sinks in
+                for i in sinks.indices where sinks[i].path != nil { reopen(&sinks[i]) }
+            }
+        }
+    }
+
+    private func reopen(_ sink: inout Sink) {
+        guard let path = sink.path else { return }
+        let (fd, size) = openLogFile(path)
+        // If the new file cannot be opened, keep writing to the old one rather than lose lines.
+        guard fd >= 0 else { return }
+        systemClose(sink.fd)
+        sink.fd = fd
+        sink.size = size
     }
 
     /// Writes everything queued so far before returning (used at shutdown and by tests).
@@ -149,6 +222,28 @@ public final class AccessLogWriter: Sendable {
         }
         for s in senders { s.shutdown() }
     }
+}
+
+/// Opens (creating) a log file for appending; its descriptor and current size.
+func openLogFile(_ path: String) -> (Int32, Int) {
+    let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+    guard fd >= 0 else { return (-1, 0) }
+    var st = stat()
+    return (fd, fstat(fd, &st) == 0 ? Int(st.st_size) : 0)
+}
+
+/// `path.N` → `path.N+1` from the oldest kept down, then `path` → `path.1`; the oldest beyond
+/// `keep` is removed.
+func rotate(_ path: String, keep: Int) {
+    guard keep > 0 else {
+        unlink(path)
+        return
+    }
+    unlink("\(path).\(keep)")
+    if keep > 1 {
+        for n in stride(from: keep - 1, through: 1, by: -1) { rename("\(path).\(n)", "\(path).\(n + 1)") }
+    }
+    rename(path, "\(path).1")
 }
 
 func writeAll(_ fd: Int32, _ bytes: [UInt8]) {

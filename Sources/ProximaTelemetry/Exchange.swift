@@ -38,6 +38,8 @@ public struct Exchange: Sendable {
     public var user: String?
     /// For denials: the rule that decided; for errors: what went wrong.
     public var detail: String?
+    /// The request's id: the client's `X-Request-ID` when it sent a usable one, else generated.
+    public var requestID: String?
 
     public init(startSeconds: Int, startNanoseconds: Int, client: String, listener: String) {
         self.startSeconds = startSeconds

@@ -30,7 +30,8 @@ struct Proxima: AsyncParsableCommand {
               proxima check --config /etc/proxima.yaml  # validate a file, list every problem
               curl -x http://127.0.0.1:3128 http://example.com/
 
-            Signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the configuration file.
+            Signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the configuration file,
+            SIGUSR1 reopens the access-log files (for logrotate).
             """,
         version: proximaVersion,
         subcommands: [Serve.self, Check.self],
@@ -73,7 +74,7 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "proxima")
 
         // Trap signals before binding, so a signal that arrives during start-up is not lost.
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup, .sigusr1)
         signal(SIGPIPE, SIG_IGN)
 
         let server: ProximaServer
@@ -97,6 +98,11 @@ struct Serve: AsyncParsableCommand {
         for await sig in signals {
             if sig == .sighup {
                 _ = await reloader.reload()
+                continue
+            }
+            if sig == .sigusr1 {
+                server.reopenAccessLogs()
+                logger.notice("SIGUSR1: access-log files reopened")
                 continue
             }
             logger.notice("\(sig == .sigterm ? "SIGTERM" : "SIGINT"): draining, then exiting")

@@ -44,6 +44,9 @@ struct AdminAndRenderTests {
         full.workers = 3
         full.logging.access.append(AccessLogConfig(sink: .syslog(SyslogTarget(transport: .tcp, host: "::1", port: 601), .local4), format: .json))
         full.logging.access.append(AccessLogConfig(sink: .syslog(SyslogTarget(transport: .unix, host: "/dev/log"), .daemon), format: .squid))
+        full.logging.access.append(AccessLogConfig(
+            sink: .file("/var/log/p.log"), format: .squid, template: try LogTemplate(#"$client "$url" \ $status"#),
+            rotation: FileRotation(maxBytes: 100 << 20, keep: 7)))
         var noRules = ProximaConfiguration.builtInDefault
         noRules.access = AccessPolicy(rules: [])
         noRules.logging.access = []
@@ -86,5 +89,31 @@ struct SyslogConfigTests {
         #expect(issues("logging:\n  access:\n    - sink: syslog\n      address: udp://x:1\n      facility: local9\n").map(\.path) == ["logging.access[0].facility"])
         #expect(issues("logging:\n  access:\n    - sink: file\n      path: /tmp/x\n      facility: local1\n").map(\.path) == ["logging.access[0].facility"])
         #expect(issues("logging:\n  access:\n    - sink: stdout\n      address: udp://x:1\n").map(\.path) == ["logging.access[0].address"])
+    }
+}
+
+@Suite("Templates and rotation in the configuration")
+struct TemplateConfigTests {
+    @Test func templatesAndRotationLoad() throws {
+        let c = try ConfigLoader.load(yaml: """
+            logging:
+              access:
+                - sink: file
+                  path: /var/log/proxima.log
+                  template: '$client [$time_iso8601] "$method $url" $status $request_id'
+                  rotate_size: 100MiB
+                  rotate_keep: 3
+            """).get()
+        let a = try #require(c.logging.access.first)
+        #expect(a.template?.source == #"$client [$time_iso8601] "$method $url" $status $request_id"#)
+        #expect(a.rotation == FileRotation(maxBytes: 100 << 20, keep: 3))
+    }
+
+    @Test func mistakesAreReported() {
+        #expect(issues("logging:\n  access:\n    - sink: stdout\n      template: '$nope'\n").first?.message.contains("unknown field '$nope'") == true)
+        #expect(issues("logging:\n  access:\n    - sink: stdout\n      template: '$status'\n      format: json\n").map(\.path) == ["logging.access[0].template"])
+        #expect(issues("logging:\n  access:\n    - sink: stdout\n      rotate_size: 1MiB\n").map(\.path) == ["logging.access[0].rotate_size"])
+        #expect(issues("logging:\n  access:\n    - sink: file\n      path: /x\n      rotate_keep: 2\n").map(\.path) == ["logging.access[0].rotate_keep"])
+        #expect(issues("logging:\n  access:\n    - sink: file\n      path: /x\n      rotate_size: 1KiB\n").map(\.path) == ["logging.access[0].rotate_size"])
     }
 }

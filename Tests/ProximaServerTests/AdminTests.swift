@@ -192,3 +192,32 @@ struct AdminTests {
         }
     }
 }
+
+@Suite("Request ids")
+struct RequestIDTests {
+    @Test func errorPagesAndLogsCarryTheRequestID() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy { proxy in
+            // A client's id is kept, on the error page, its header and the log.
+            let denied = try #require(try await send(proxy, ["GET /x HTTP/1.1\r\nHost: x\r\nX-Request-ID: client-id-42\r\n\r\n"]).replies.first)
+            #expect(denied.status == 400)
+            #expect(denied.header("x-request-id") == "client-id-42")
+            #expect(denied.body.contains("Request id: client-id-42"))
+            // Without one (or with an unusable one), an id is made.
+            let made = try #require(try await send(proxy, ["GET /y HTTP/1.1\r\nHost: x\r\nX-Request-ID: \"bad\"\r\n\r\n"]).replies.first)
+            let id = try #require(made.header("x-request-id"))
+            #expect(id.count == 29 && id != "\"bad\"")
+            #expect(made.body.contains("Request id: \(id)"))
+            // Forwarded requests get one in the JSON log too; the client's travels on unchanged.
+            let ok = try #require(try await send(proxy, ["GET \(origin.url)/headers HTTP/1.1\r\nHost: x\r\nX-Request-ID: trace-7\r\n\r\n"]).replies.first)
+            #expect(ok.body.lowercased().contains("x-request-id: trace-7"))
+            _ = try await send(proxy, ["GET \(origin.url)/bytes/1 HTTP/1.1\r\nHost: x\r\n\r\n"])
+            let records = jsonRecords(await proxy.waitForAccessLog(count: 4))
+            let ids = records.compactMap { $0["request_id"] as? String }
+            #expect(ids.count == 4)
+            #expect(ids[0] == "client-id-42" && ids[1] == id && ids[2] == "trace-7")
+            #expect(Set(ids).count == 4)
+        }
+    }
+}

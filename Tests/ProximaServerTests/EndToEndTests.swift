@@ -209,6 +209,37 @@ struct EndToEndTests {
         #expect(try status() == "403")
     }
 
+    /// logrotate's way: move the file away, send SIGUSR1, the next lines go to a new file.
+    @Test func sigusr1ReopensTheAccessLog() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        let log = makeTempPath("proxima-e2e-access", ".log")
+        defer { unlink(log); unlink(log + ".1") }
+        let proxima = try ProximaProcess(yaml: """
+            listeners:
+              - name: e2e
+                role: forward
+                address: 127.0.0.1:0
+            logging:
+              access:
+                - sink: file
+                  path: \(log)
+                  template: "$status $url"
+            """)
+        defer { proxima.stop() }
+        func fetch(_ path: String) throws {
+            _ = try run(curlPath, ["-s", "-o", "/dev/null", "-x", "http://127.0.0.1:\(proxima.port)", "\(origin.url)\(path)"])
+        }
+        try fetch("/bytes/1")
+        #expect(await eventually { (readFile(log) ?? "").contains("200 \(origin.url)/bytes/1") })
+        #expect(rename(log, log + ".1") == 0)
+        proxima.signal(SIGUSR1)
+        #expect(await eventually { proxima.stderrSoFar().contains("SIGUSR1") })
+        try fetch("/bytes/2")
+        #expect(await eventually { (readFile(log) ?? "") == "200 \(origin.url)/bytes/2\n" })
+        #expect(readFile(log + ".1") == "200 \(origin.url)/bytes/1\n")
+    }
+
     @Test func sigtermExitsZero() throws {
         let proxima = try ProximaProcess(yaml: forwardConfig())
         proxima.signal(SIGTERM)
