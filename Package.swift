@@ -81,7 +81,8 @@ let package = Package(
         .testTarget(
             name: "ProximaServerTests",
             dependencies: [
-                "ProximaServer", "ProximaTesting", "ProximaConfig", "ProximaHTTP1", "ProximaPolicy",
+                "ProximaServer", "ProximaTesting", "ProximaConfig", "ProximaHTTP1", "ProximaPolicy", "ProximaTelemetry",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -263,9 +263,11 @@ final class NodeReader {
                 }
             case "admin": c.admin = readAdmin(node, path)
             default:
-                mapping(node, path, keys: ["access", "level"]) { k, n, p in
+                mapping(node, path, keys: ["access", "level", "diagnostics"]) { k, n, p in
                     if k == "level" {
                         if let v = enumeration(n, p, LogLevel.self) { c.logging.level = v }
+                    } else if k == "diagnostics" {
+                        if let v = enumeration(n, p, DiagnosticsFormat.self) { c.logging.diagnostics = v }
                     } else {
                         c.logging.access = readAccessLogs(n, p)
                     }

@@ -28,7 +28,7 @@ extension ProximaConfiguration {
         out += "  tunnel_idle: \(timeouts.tunnelIdle)\n  drain: \(timeouts.drain)\n"
         out += "upstream_pool:\n  max_idle_per_host: \(upstreamPool.maxIdlePerHost)\n  idle_timeout: \(upstreamPool.idleTimeout)\n"
         out += "dns:\n  cache_ttl: \(dns.cacheTTL)\n  negative_ttl: \(dns.negativeTTL)\n  max_entries: \(dns.maxEntries)\n"
-        out += "logging:\n  level: \(logging.level.rawValue)\n  access:"
+        out += "logging:\n  level: \(logging.level.rawValue)\n  diagnostics: \(logging.diagnostics.rawValue)\n  access:"
         if logging.access.isEmpty { out += " []" }
         out += "\n"
         for a in logging.access {

@@ -142,9 +142,15 @@ public enum LogLevel: String, Sendable, Equatable, CaseIterable {
     case trace, debug, info, notice, warning, error, critical
 }
 
+/// How the server's own diagnostics are written on stderr.
+public enum DiagnosticsFormat: String, Sendable, Equatable, CaseIterable {
+    case text, json
+}
+
 public struct LoggingConfig: Sendable, Equatable {
     public var access: [AccessLogConfig] = [AccessLogConfig(sink: .stdout, format: .squid)]
     public var level: LogLevel = .info
+    public var diagnostics: DiagnosticsFormat = .text
     public init() {}
 }
 

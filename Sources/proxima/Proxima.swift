@@ -66,7 +66,13 @@ struct Serve: AsyncParsableCommand {
             configuration = .builtInDefault
         }
         let level = Logger.Level(rawValue: configuration.logging.level.rawValue) ?? .info
+        let diagnostics = configuration.logging.diagnostics
         LoggingSystem.bootstrap { label in
+            if diagnostics == .json {
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import ProximaConfig
+import Logging
 import ProximaServer
 import ProximaTesting
 import Testing
@@ -219,5 +220,35 @@ struct RequestIDTests {
             #expect(ids[0] == "client-id-42" && ids[1] == id && ids[2] == "trace-7")
             #expect(Set(ids).count == 4)
         }
+    }
+}
+
+@Suite("Diagnostic log as JSON lines")
+struct DiagnosticLogTests {
+    final class Lines: @unchecked Sendable {
+        let lock = NSLock()
+        var lines: [String] = []
+        func add(_ l: String) { lock.lock(); lines.append(l); lock.unlock() }
+    }
+
+    @Test func oneObjectPerLineWithLevelAndMetadata() throws {
+        let sink = Lines()
+        var handler = JSONLogHandler(label: "proxima", output: { sink.add($0) })
+        handler.logLevel = .notice
+        handler[metadataKey: "listener"] = "fwd"
+        var logger = Logger(label: "proxima", factory: { _ in handler })
+        logger.logLevel = .notice
+        logger.info("not shown")
+        logger.warning("upstream \"slow\"\nsecond line", metadata: ["host": "example.com"])
+        #expect(sink.lines.count == 1)
+        let line = try #require(sink.lines.first)
+        #expect(line.hasSuffix("}\n") && line.filter { $0 == "\n" }.count == 1)
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(obj["level"] as? String == "warning")
+        #expect(obj["message"] as? String == "upstream \"slow\"\nsecond line")
+        #expect(obj["host"] as? String == "example.com")
+        #expect(obj["listener"] as? String == "fwd")
+        #expect(obj["label"] as? String == "proxima")
+        #expect((obj["time"] as? String)?.hasSuffix("Z") == true)
     }
 }
