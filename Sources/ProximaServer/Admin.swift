@@ -55,6 +55,31 @@ extension ProximaServer {
         var upstreamIdleConnections: Int
         var accessLogDropped: Int
         var dnsLookups: Int
+        var requests: Int
+        /// Mean over the last 10 seconds.
+        var requestsPerSecond: Double
+        var requestsByStatus: [String: Int]
+        var latencyMs: Latency?
+        var topHosts: [HostCount]
+        var topDenied: [HostCount]
+        /// One point a second for the last five minutes: [unix time, none, 1xx, 2xx, 3xx, 4xx, 5xx].
+        var history: [[Int]]
+        /// Not in this version yet: said plainly rather than shown as zeros.
+        var cache: String?
+        var upstreamGroups: [String]
+
+        struct Latency: Encodable {
+            var windowSeconds: Int
+            var count: Int
+            var p50: Double
+            var p90: Double
+            var p99: Double
+        }
+
+        struct HostCount: Encodable {
+            var host: String
+            var requests: Int
+        }
     }
 
     func status(idleUpstream: Int) -> Status {
@@ -67,11 +92,26 @@ extension ProximaServer {
                 openConnections: l.open.load(ordering: .relaxed), openTunnels: l.metrics.openTunnels.load(ordering: .relaxed),
                 requests: byStatus.values.reduce(0, +), requestsByStatus: byStatus)
         }
+        let live = metrics.live
+        let samples = live.samples
+        let recent = samples.suffix(10)
+        let perSecond = recent.isEmpty ? 0 : Double(recent.reduce(0) { $0 + $1.byClass.reduce(0, +) }) / Double(recent.count)
+        var byStatus: [String: Int] = [:]
+        for l in listeners { byStatus.merge(l.requestsByStatus, uniquingKeysWith: +) }
+        let latency = live.percentiles().map {
+            Status.Latency(windowSeconds: 60, count: $0.count, p50: ($0.p50 * 1000).rounded() / 1000, p90: ($0.p90 * 1000).rounded() / 1000, p99: ($0.p99 * 1000).rounded() / 1000)
+        }
         return Status(
             version: proximaVersion, startTime: startTime, uptimeSeconds: wallClock().0 - startTime, draining: isDraining,
             listeners: listeners, openConnections: listeners.reduce(0) { $0 + $1.openConnections },
             upstreamIdleConnections: idleUpstream, accessLogDropped: currentAccessLog.droppedCount,
-            dnsLookups: services.resolver.lookups.load(ordering: .relaxed))
+            dnsLookups: services.resolver.lookups.load(ordering: .relaxed),
+            requests: listeners.reduce(0) { $0 + $1.requests }, requestsPerSecond: (perSecond * 10).rounded() / 10,
+            requestsByStatus: byStatus, latencyMs: latency,
+            topHosts: live.hosts.top(10).map { Status.HostCount(host: $0.key, requests: $0.count) },
+            topDenied: live.denied.top(10).map { Status.HostCount(host: $0.key, requests: $0.count) },
+            history: samples.map { [$0.time] + $0.byClass },
+            cache: nil, upstreamGroups: [])
     }
 }
 
@@ -123,6 +163,15 @@ final class AdminHandler: ChannelInboundHandler {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let isRead = head.method == .GET || head.method == .HEAD
         switch path {
+        case "/", "/dashboard":
+            guard isRead else { return methodNotAllowed(context, head, "GET, HEAD") }
+            // Static, no data in it: the page asks /status with the token itself.
+            return respond(
+                context, head, .ok, "text/html; charset=utf-8", Dashboard.html,
+                extra: [
+                    ("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"),
+                    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+                ])
         case "/healthz":
             guard isRead else { return methodNotAllowed(context, head, "GET, HEAD") }
             return respond(context, head, .ok, "text/plain; charset=utf-8", "ok\n")

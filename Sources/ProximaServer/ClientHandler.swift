@@ -785,7 +785,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             metrics.tunnels.decrement()
             metrics.openTunnels.wrappingDecrement(ordering: .relaxed)
         }
-        metrics.observe(cur.record, upstreamHeadNanoseconds: cur.upstreamHeadNanoseconds)
+        metrics.observe(cur.record, host: cur.target?.host, upstreamHeadNanoseconds: cur.upstreamHeadNanoseconds)
         if settings.logsRequestID { _ = cur.requestID }
         settings.accessLog.record(cur.takeRecord())
     }
@@ -920,7 +920,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             status: error.status, message: "Proxima could not accept this request: \(error.reason).", request: nil,
             html: false, close: true, via: settings.via, requestID: record.requestID, allocator: context.channel.allocator)
         record.bytesOut = page.readableBytes
-        metrics.observe(record, upstreamHeadNanoseconds: nil)
+        metrics.observe(record, host: nil, upstreamHeadNanoseconds: nil)
         settings.accessLog.record(record)
         inbound = nil
         context.write(wrapOutboundOut(page), promise: nil)

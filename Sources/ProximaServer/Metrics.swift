@@ -11,6 +11,7 @@ import Synchronization
 /// histogram update.
 public final class ProxyMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
+    let live = LiveStats()
     private let listeners = Mutex<[String: ListenerMetrics]>([:])
     let reloads: Counter
     let reloadFailures: Counter
@@ -43,7 +44,7 @@ public final class ProxyMetrics: Sendable {
     func listener(_ name: String) -> ListenerMetrics {
         listeners.withLock { all in
             if let m = all[name] { return m }
-            let m = ListenerMetrics(listener: name, registry: registry)
+            let m = ListenerMetrics(listener: name, registry: registry, live: live)
             all[name] = m
             return m
         }
@@ -86,7 +87,10 @@ final class ListenerMetrics: Sendable {
     static let statusClasses = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"]
     static let results: [ResultCode] = ResultCode.allCases
 
-    init(listener: String, registry: PrometheusCollectorRegistry) {
+    let live: LiveStats
+
+    init(listener: String, registry: PrometheusCollectorRegistry, live: LiveStats) {
+        self.live = live
         self.listener = listener
         self.registry = registry
         let l = [("listener", listener)]
@@ -115,7 +119,7 @@ final class ListenerMetrics: Sendable {
     }
 
     /// Counts one finished exchange (request or tunnel).
-    func observe(_ e: borrowing Exchange, upstreamHeadNanoseconds: Int64?) {
+    func observe(_ e: borrowing Exchange, host: String?, upstreamHeadNanoseconds: Int64?) {
         let m = Self.methodIndex(e.method)
         let s = (100...599).contains(e.status) ? e.status / 100 : 0
         let r = Self.results.firstIndex(of: e.result) ?? 0
@@ -134,6 +138,10 @@ final class ListenerMetrics: Sendable {
         sentBytes.increment(by: Int64(e.bytesOut))
         if e.result != .tunnel {
             requestDuration.record(.nanoseconds(Int64(clamping: e.durationNanoseconds)))
+            live.recordLatency(nanoseconds: e.durationNanoseconds)
+        }
+        if let host {
+            if e.result == .denied { live.denied.add(host) } else { live.hosts.add(host) }
         }
         if let upstreamHeadNanoseconds { upstreamHeadDuration.record(.nanoseconds(upstreamHeadNanoseconds)) }
     }

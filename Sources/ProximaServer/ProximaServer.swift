@@ -56,6 +56,7 @@ public final class ProximaServer: Sendable {
         var admin: Channel?
         var draining = false
         var dropWatch: RepeatedTask?
+        var sampler: RepeatedTask?
         var droppedSeen = 0
         var reloadAction: (@Sendable () async -> ReloadOutcome)?
     }
@@ -123,10 +124,19 @@ public final class ProximaServer: Sendable {
                 logger.warning("access log: \(new) record(s) dropped in the last 30s (queue full, or a syslog server slow or unreachable)")
             }
         }
+        // The dashboard's per-second history.
+        let sampler = services.group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
+            var totals = Array(repeating: 0, count: ListenerMetrics.statusClasses.count)
+            for l in currentListeners {
+                for (i, c) in l.metrics.requestsByClass.enumerated() { totals[i] += c.load(ordering: .relaxed) }
+            }
+            metrics.live.sample(time: wallClock().0, totals: totals)
+        }
         state.withLock {
             $0.listeners = bound
             $0.admin = admin
             $0.dropWatch = watch
+            $0.sampler = sampler
         }
     }
 
@@ -231,6 +241,8 @@ public final class ProximaServer: Sendable {
             s.draining = true
             s.dropWatch?.cancel()
             s.dropWatch = nil
+            s.sampler?.cancel()
+            s.sampler = nil
             return (s.listeners, s.config)
         }
         let timeout = drainTimeout ?? .nanoseconds(config.timeouts.drain.nanoseconds)

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import ProximaConfig
+import ProximaPolicy
 import Logging
 import ProximaServer
 import ProximaTesting
@@ -250,5 +251,72 @@ struct DiagnosticLogTests {
         #expect(obj["listener"] as? String == "fwd")
         #expect(obj["label"] as? String == "proxima")
         #expect((obj["time"] as? String)?.hasSuffix("Z") == true)
+    }
+}
+
+/// The text of the element with `id` in a dumped DOM.
+func elementText(_ dom: String, id: String) -> String? {
+    guard let r = dom.range(of: "id=\"\(id)\">") else { return nil }
+    return String(dom[r.upperBound...].prefix { $0 != "<" })
+}
+
+func chromiumPath() -> String? {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].first { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
+@Suite("Dashboard in a real browser")
+struct DashboardTests {
+    @Test func headlessChromiumShowsTheNumbersOfStatus() async throws {
+        let chromium = try #require(chromiumPath(), "headless Chromium is needed (apt-get install chromium; .ci/run does)")
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await withAdminProxy(configure: { c in
+            c.access = AccessPolicy(rules: [
+                AccessRule(name: "no-ads", action: .deny, domains: [DomainPattern(".blocked.example")!]),
+                AccessRule(name: "local", action: .allow, clients: [CIDR("127.0.0.0/8")!]),
+            ])
+        }) { proxy, port in
+            for _ in 0..<6 { _ = try await send(proxy, ["GET \(origin.url)/bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n"]) }
+            for _ in 0..<3 { _ = try await send(proxy, ["GET \(origin.url)/status/404 HTTP/1.1\r\nHost: x\r\n\r\n"]) }
+            for _ in 0..<2 { _ = try await send(proxy, ["GET http://ads.blocked.example/x.js HTTP/1.1\r\nHost: x\r\n\r\n"]) }
+            #expect(try await eventually {
+                let s = try await admin(port, "/status").body
+                return (try JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any])?["requests"] as? Int == 11
+            })
+            let page = try await admin(port, "/", token: nil)
+            #expect(page.status == 200 && page.headers["content-type"]?.hasPrefix("text/html") == true)
+            #expect(!page.body.contains("http://") || !page.body.contains("<script src"), "the page must not load external assets")
+
+            let url = "http://127.0.0.1:\(port)/#token=\(adminToken)"
+            let flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--no-first-run",
+                         "--user-data-dir=\(makeTempPath("proxima-chromium", ""))", "--virtual-time-budget=5000"]
+            let dom = try run(chromium, flags + ["--dump-dom", url]).output
+            let status = try #require(try JSONSerialization.jsonObject(with: Data(try await admin(port, "/status").body.utf8)) as? [String: Any])
+            #expect(dom.contains("data-loaded=\"yes\""), "the page did not render /status")
+            #expect(elementText(dom, id: "total-requests") == "11")
+            #expect(elementText(dom, id: "total-requests") == String(status["requests"] as? Int ?? -1))
+            let byStatus = try #require(status["requests_by_status"] as? [String: Int])
+            #expect(byStatus["2xx"] == 6 && byStatus["4xx"] == 5)
+            for cls in ["2xx", "4xx", "5xx"] {
+                #expect(elementText(dom, id: "status-\(cls)") == String(byStatus[cls] ?? -1), "\(cls)")
+            }
+            #expect(elementText(dom, id: "open-connections") == String(status["open_connections"] as? Int ?? -1))
+            let latency = try #require(status["latency_ms"] as? [String: Any])
+            #expect(elementText(dom, id: "p50") == String(format: "%.3f", latency["p50"] as? Double ?? -1))
+            #expect(elementText(dom, id: "p99") == String(format: "%.3f", latency["p99"] as? Double ?? -1))
+            #expect(dom.contains("data-host=\"127.0.0.1\" data-count=\"9\""))
+            #expect(dom.contains("data-host=\"ads.blocked.example\" data-count=\"2\""))
+            #expect(elementText(dom, id: "version") == proximaVersion)
+
+            // The screenshot is kept with the build products for a look after the run.
+            let shotDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent(".build/test-artifacts").path
+            try FileManager.default.createDirectory(atPath: shotDir, withIntermediateDirectories: true)
+            let shot = shotDir + "/dashboard.png"
+            unlink(shot)
+            _ = try run(chromium, flags + ["--window-size=1400,1000", "--screenshot=\(shot)", url])
+            let png = try #require(FileManager.default.contents(atPath: shot))
+            #expect(png.count > 20_000 && png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
+        }
     }
 }
