@@ -318,6 +318,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             guard settings.connectPorts.contains(target.port) else {
                 let ports = settings.connectPorts.sorted().map(String.init).joined(separator: ", ")
                 cur.record.detail = "CONNECT port \(target.port) not in connect.allowed_ports"
+                metrics.denied(by: "connect.allowed_ports")
                 return respondLocally(403, "CONNECT to port \(target.port) is not allowed (connect.allowed_ports: \(ports)).", result: .denied)
             }
             guard checkAccess(cur, target) else { return }
@@ -347,6 +348,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         cur.target = target
         if HeadWriter.viaContains(head, pseudonym: settings.viaName) {
             cur.record.detail = "forwarding loop (Via names \(settings.viaName))"
+            metrics.denied(by: "forwarding loop")
             return respondLocally(508, "Forwarding loop detected: this request already passed through this proxy (\(settings.viaName)).", result: .denied)
         }
         guard checkAccess(cur, target) else { return }
@@ -356,12 +358,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func checkAccess(_ cur: Current, _ target: RequestTarget) -> Bool {
         guard let ip = clientIP else {
+            metrics.denied(by: "unknown client")
             respondLocally(403, "The client address is unknown.", result: .denied)
             return false
         }
         let decision = settings.policy.evaluate(AccessRequest(client: ip, method: cur.head.method, host: target.host, port: target.port))
         if decision.allowed { return true }
         cur.record.detail = decision.rule.map { "rule \($0)" } ?? "default deny"
+        metrics.denied(by: decision.rule.map { "access rule \($0)" } ?? "access default deny")
         respondLocally(403, "Access denied: \(decision.explanation).", result: .denied)
         return false
     }
@@ -432,6 +436,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         let what = target.hostPort
         if error is ProtectedEndpointError {
             cur.record.detail = "\(what) is the admin API"
+            metrics.denied(by: "admin API")
             return respondLocally(403, "\(what) is this proxy's admin API, which is not reachable through the proxy.", result: .denied)
         }
         if let e = error as? ResolveError {

@@ -103,6 +103,21 @@ final class ListenerMetrics: Sendable {
         requests = Mutex(Array(repeating: nil, count: Self.methods.count * Self.statusClasses.count * Self.results.count))
     }
 
+    /// proxima_denied_total by rule, made on first use (denials are not the hot path).
+    private let denials = Mutex<[String: Counter]>([:])
+
+    func denied(by rule: String) {
+        let counter = denials.withLock { all -> Counter in
+            if let c = all[rule] { return c }
+            let c = registry.makeCounter(
+                descriptor: descriptor("denied", "total", "Requests refused, by the rule that refused them."),
+                labels: [("listener", listener), ("rule", rule)])
+            all[rule] = c
+            return c
+        }
+        counter.increment()
+    }
+
     static func methodIndex(_ method: String) -> Int {
         switch method {
         case "GET": return 0

@@ -129,8 +129,11 @@ public final class AccessLogWriter: Sendable {
         var item: Exchange? = consume exchange
         let schedule: Bool = state.withLock { s in
             if s.pending.count >= maxPending {
-                s.dropped += 1
-                return false
+                // The writer is stalled (a file on a hung disk): the oldest records go, a
+                // slice at a time so that each record costs O(1), and are counted.
+                let drop = max(1, min(s.pending.count, maxPending / 16))
+                s.pending.removeFirst(drop)
+                s.dropped += drop
             }
             s.pending.append(item.take()!)
             if s.scheduled { return false }

@@ -104,6 +104,23 @@ struct AdminTests {
         }
     }
 
+    @Test func denialsAreCountedByRule() async throws {
+        try await withAdminProxy(configure: { c in
+            c.access = AccessPolicy(rules: [
+                AccessRule(name: "no-ads", action: .deny, domains: [DomainPattern(".ads.example")!]),
+                AccessRule(name: "local", action: .allow, clients: [CIDR("127.0.0.0/8")!], ports: [80]),
+            ])
+        }) { proxy, port in
+            for _ in 0..<2 { _ = try await send(proxy, ["GET http://x.ads.example/ HTTP/1.1\r\nHost: x\r\n\r\n"]) }
+            _ = try await send(proxy, ["GET http://other.example:8080/ HTTP/1.1\r\nHost: x\r\n\r\n"])
+            _ = try await send(proxy, ["CONNECT other.example:22 HTTP/1.1\r\nHost: x\r\n\r\n"])
+            let m = try await admin(port, "/metrics").body
+            #expect(metricValue(m, #"proxima_denied_total{listener="test",rule="access rule no-ads"}"#) == 2)
+            #expect(metricValue(m, #"proxima_denied_total{listener="test",rule="access default deny"}"#) == 1)
+            #expect(metricValue(m, #"proxima_denied_total{listener="test",rule="connect.allowed_ports"}"#) == 1)
+        }
+    }
+
     @Test func statusReportsListenersConnectionsAndTunnels() async throws {
         let echo = try await EchoServer.start()
         defer { Task { await echo.stop() } }

@@ -97,3 +97,26 @@ struct FileRotationTests {
         #expect(fileLines(path).count == 1)
     }
 }
+
+@Suite("Access-log queue bound")
+struct LogQueueBoundTests {
+    /// A stalled writer (here: one that is never woken before the flush) keeps the newest
+    /// records and counts the oldest it had to drop.
+    @Test func theOldestRecordsAreDroppedAndCounted() throws {
+        let path = tempPath("bound")
+        defer { unlink(path) }
+        let w = try AccessLogWriter(outputs: [AccessLogOutput(.file(path), .squid)], maxPending: 100, batchDelay: .seconds(30))
+        for i in 0..<150 {
+            var e = sampleExchange()
+            e.url = "http://example.com/\(i)"
+            w.record(e)
+        }
+        w.flush()
+        let urls = fileLines(path).compactMap { $0.split(separator: " ").first { $0.hasPrefix("http://") }.map(String.init) }
+        #expect(urls.count + w.droppedCount == 150)
+        #expect(urls.last == "http://example.com/149")
+        #expect(!urls.contains("http://example.com/0"))
+        #expect(urls.count <= 100 && urls.count >= 90)
+        w.shutdown()
+    }
+}
