@@ -131,7 +131,11 @@ public final class AccessLogWriter: Sendable {
             if s.pending.count >= maxPending {
                 // The writer is stalled (a file on a hung disk): the oldest records go, a
                 // slice at a time so that each record costs O(1), and are counted.
-                let drop = max(1, min(s.pending.count, maxPending / 16))
+                guard maxPending > 0 else {
+                    s.dropped += 1
+                    return false
+                }
+                let drop = min(s.pending.count, max(1, maxPending / 16))
                 s.pending.removeFirst(drop)
                 s.dropped += drop
             }
