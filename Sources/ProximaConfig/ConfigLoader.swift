@@ -174,23 +174,75 @@ final class NodeReader {
         return v
     }
 
+    /// A list of strings (or one string). `@name` stands for the entries of the named list.
     func stringList(_ node: Node, _ path: String) -> [(String, Node, String)] {
-        var out: [(String, Node, String)] = []
+        var raw: [(String, Node, String)] = []
         if case .scalar = node, let s = string(node, path) {
-            return [(s, node, path)]
+            raw = [(s, node, path)]
+        } else {
+            sequence(node, path) { _, item, p in
+                if let s = string(item, p) { raw.append((s, item, p)) }
+            }
         }
-        sequence(node, path) { _, item, p in
-            if let s = string(item, p) { out.append((s, item, p)) }
+        var out: [(String, Node, String)] = []
+        for (s, n, p) in raw {
+            guard s.hasPrefix("@") else {
+                out.append((s, n, p))
+                continue
+            }
+            let name = String(s.dropFirst())
+            guard let entries = namedLists[name] else {
+                fail(p, n, "unknown list '\(s)' (lists: \(namedLists.keys.sorted().map { "@" + $0 }.joined(separator: ", ")))")
+                continue
+            }
+            out += entries
         }
         return out
+    }
+
+    /// Named lists, read before anything that refers to them.
+    var namedLists: [String: [(String, Node, String)]] = [:]
+
+    func readLists(_ node: Node, _ path: String, into c: inout ProximaConfiguration) {
+        guard case .mapping(let m) = node else { return fail(path, node, "must be a mapping of list names to lists") }
+        for (keyNode, value) in m {
+            guard let name = keyNode.string, !name.isEmpty, name.utf8.allSatisfy({ isTcharByte($0) }) else {
+                fail(path, keyNode, "'\(keyNode.string ?? "?")' is not a list name (letters, digits, - and _)")
+                continue
+            }
+            let p = path + "." + name
+            if case .mapping = value {
+                var file: String?
+                mapping(value, p, keys: ["file"]) { _, n, kp in file = string(n, kp) }
+                guard let file else { continue }
+                guard let text = readTextFile(file) else {
+                    fail(p + ".file", value, "cannot read \(file)")
+                    continue
+                }
+                var entries: [(String, Node, String)] = []
+                for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                    let entry = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)?.trimmingWhitespace() ?? ""
+                    if !entry.isEmpty { entries.append((entry, value, "\(p) (\(file) line \(i + 1))")) }
+                }
+                namedLists[name] = entries
+                c.lists[name] = .file(file)
+            } else {
+                var entries: [(String, Node, String)] = []
+                sequence(value, p) { _, item, ip in if let s = string(item, ip) { entries.append((s, item, ip)) } }
+                namedLists[name] = entries
+                c.lists[name] = .inline(entries.map(\.0))
+            }
+        }
     }
 
     // MARK: - Sections
 
     func readRoot(_ root: Node, into c: inout ProximaConfiguration) {
-        let keys = ["listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "workers"]
+        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "workers"]
+        if case .mapping(let m) = root, let lists = m["lists"] { readLists(lists, "lists", into: &c) }
         mapping(root, "", keys: keys) { key, node, path in
             switch key {
+            case "lists": break
             case "workers":
                 guard let v = string(node, path) else { return }
                 if v == "auto" {
@@ -345,7 +397,8 @@ final class NodeReader {
         sequence(node, path) { i, item, p in
             var rule = AccessRule(name: "rule-\(i)", action: .deny)
             var hasAction = false
-            mapping(item, p, keys: ["name", "action", "clients", "methods", "ports", "domains"]) { k, n, kp in
+            let ruleKeys = ["name", "action", "clients", "methods", "ports", "domains", "schemes", "url_prefixes", "url_regex", "headers", "time"]
+            mapping(item, p, keys: ruleKeys) { k, n, kp in
                 switch k {
                 case "name": if let v = string(n, kp) { rule.name = v }
                 case "action":
@@ -373,6 +426,64 @@ final class NodeReader {
                     var ports = Set<Int>()
                     sequence(n, kp) { _, pn, pp in if let v = int(pn, pp, in: 1...65535) { ports.insert(v) } }
                     rule.ports = ports
+                case "schemes":
+                    rule.schemes = Set(stringList(n, kp).compactMap { s, sn, sp in
+                        if s == "http" || s == "https" || s == "ftp" { return s }
+                        fail(sp, sn, "'\(s)' is not a URL scheme (http, https, ftp; CONNECT has none: use methods: [CONNECT])")
+                        return nil
+                    })
+                case "url_prefixes":
+                    rule.urlPrefixes = stringList(n, kp).compactMap { s, sn, sp in
+                        if s.contains("://") { return s }
+                        fail(sp, sn, "'\(s)' is not an absolute URL prefix (example: http://example.com/downloads/)")
+                        return nil
+                    }
+                case "url_regex":
+                    rule.urlPatterns = stringList(n, kp).compactMap { s, sn, sp in
+                        do { return try URLPattern(s) } catch {
+                            fail(sp, sn, "'\(s)' is not a valid regular expression")
+                            return nil
+                        }
+                    }
+                case "headers":
+                    guard case .mapping(let hm) = n else { return fail(kp, n, "must map header names to patterns (or null for presence)") }
+                    var conditions: [HeaderCondition] = []
+                    for (hn, hv) in hm {
+                        guard let name = hn.string, !name.isEmpty, name.utf8.allSatisfy({ isTcharByte($0) }) else {
+                            fail(kp, hn, "'\(hn.string ?? "?")' is not a header name")
+                            continue
+                        }
+                        if case .scalar(let sc) = hv, sc.tag.description.hasSuffix("null") || sc.string == "~" || sc.string.isEmpty {
+                            conditions.append(HeaderCondition(name: name))
+                        } else if let pattern = string(hv, kp + "." + name) {
+                            do { conditions.append(HeaderCondition(name: name, pattern: try URLPattern(pattern))) } catch {
+                                fail(kp + "." + name, hv, "'\(pattern)' is not a valid regular expression")
+                            }
+                        }
+                    }
+                    rule.headers = conditions
+                case "time":
+                    var days: Set<Int> = Set(0...6)
+                    var hours: (Int, Int) = (0, 1440)
+                    var zone = "UTC"
+                    mapping(n, kp, keys: ["days", "hours", "zone"]) { tk, tn, tp in
+                        switch tk {
+                        case "days":
+                            days = Set(stringList(tn, tp).compactMap { d, dn, dp in
+                                if let v = TimeWindow.parseDay(d) { return v }
+                                fail(dp, dn, "'\(d)' is not a day (mon, tue, wed, thu, fri, sat, sun)")
+                                return nil
+                            })
+                        case "hours":
+                            guard let h = string(tn, tp) else { return }
+                            if let v = TimeWindow.parseHours(h) { hours = v } else { fail(tp, tn, "'\(h)' is not HH:MM-HH:MM (example: 09:00-17:30)") }
+                        default:
+                            if let z = string(tn, tp) { zone = z }
+                        }
+                    }
+                    do { rule.time = try TimeWindow(days: days, start: hours.0, end: hours.1, zone: zone) } catch {
+                        fail(kp + ".zone", n, "'\(zone)' is not a time zone (examples: UTC, Europe/Berlin, America/New_York)")
+                    }
                 default:
                     rule.domains = stringList(n, kp).compactMap { s, sn, sp in
                         if let d = DomainPattern(s) { return d }

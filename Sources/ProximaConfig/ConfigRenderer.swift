@@ -7,6 +7,15 @@ extension ProximaConfiguration {
     /// (the admin token) are replaced by `<redacted>` unless `redactingSecrets` is false.
     public func yaml(redactingSecrets: Bool = true) -> String {
         var out = "# The running configuration of proxima \(proximaConfigSchemaVersion), defaults included.\n"
+        if !lists.isEmpty {
+            out += "lists:\n"
+            for name in lists.keys.sorted() {
+                switch lists[name]! {
+                case .inline(let entries): out += "  \(name): \(list(entries.map(quoted)))\n"
+                case .file(let path): out += "  \(name): {file: \(quoted(path))}\n"
+                }
+            }
+        }
         out += "listeners:\n"
         for l in listeners {
             out += "  - name: \(quoted(l.name))\n    role: \(l.role.rawValue)\n    address: \(quoted(l.address.description))\n"
@@ -19,6 +28,17 @@ extension ProximaConfiguration {
             if let methods = r.methods { out += "    methods: \(list(methods.sorted().map(quoted)))\n" }
             if let ports = r.ports { out += "    ports: \(list(ports.sorted().map(String.init)))\n" }
             if let domains = r.domains { out += "    domains: \(list(domains.map { quoted($0.description) }))\n" }
+            if let schemes = r.schemes { out += "    schemes: \(list(schemes.sorted().map(quoted)))\n" }
+            if let prefixes = r.urlPrefixes { out += "    url_prefixes: \(list(prefixes.map(quoted)))\n" }
+            if let patterns = r.urlPatterns { out += "    url_regex: \(list(patterns.map { quoted($0.source) }))\n" }
+            if let headers = r.headers {
+                out += "    headers:" + (headers.isEmpty ? " {}\n" : "\n")
+                for h in headers { out += "      \(quoted(h.name)): \(h.pattern.map { quoted($0.source) } ?? "null")\n" }
+            }
+            if let t = r.time {
+                let days = t.days.sorted().map { TimeWindow.dayNames[$0] }
+                out += "    time: {days: \(list(days)), hours: \"\(hhmm(t.start))-\(hhmm(t.end))\", zone: \(quoted(t.zone))}\n"
+            }
         }
         out += "connect:\n  allowed_ports: \(list(connect.allowedPorts.sorted().map(String.init)))\n"
         out += "proxy:\n  via: \(proxy.via)\n  via_name: \(quoted(proxy.viaName))\n  forwarded_for: \(proxy.forwardedFor.rawValue)\n"
@@ -74,3 +94,8 @@ private func quoted(_ s: String) -> String {
 }
 
 private func list(_ items: [String]) -> String { "[" + items.joined(separator: ", ") + "]" }
+
+private func hhmm(_ minutes: Int) -> String {
+    let h = minutes / 60, m = minutes % 60
+    return (h < 10 ? "0" : "") + String(h) + ":" + (m < 10 ? "0" : "") + String(m)
+}

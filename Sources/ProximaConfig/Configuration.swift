@@ -5,6 +5,8 @@ import ProximaTelemetry
 /// The whole configuration. Every field has a safe default, so an empty file (or none) is a
 /// forward proxy on 127.0.0.1:3128 for loopback and private-network clients only.
 public struct ProximaConfiguration: Sendable, Equatable {
+    /// Named lists, referred to as `@name` in access rules (already expanded into the rules).
+    public var lists: [String: NamedList] = [:]
     public var listeners: [ListenerConfig] = [ListenerConfig(name: "forward", role: .forward, address: ListenAddress(host: "127.0.0.1", port: 3128))]
     public var access: AccessPolicy = .localNetworksOnly
     public var connect = ConnectConfig()
@@ -24,6 +26,13 @@ public struct ProximaConfiguration: Sendable, Equatable {
 
     /// The built-in default (what `proxima` runs with no arguments).
     public static let builtInDefault = ProximaConfiguration()
+}
+
+/// Where a named list's entries come from.
+public enum NamedList: Sendable, Equatable {
+    case inline([String])
+    /// One entry per line, `#` comments; re-read on reload.
+    case file(String)
 }
 
 public enum ListenerRole: String, Sendable, Equatable, CaseIterable {

@@ -51,9 +51,26 @@ public struct AccessRule: Sendable, Equatable {
     public var methods: Set<String>?
     public var ports: Set<Int>?
     public var domains: [DomainPattern]?
+    /// URL schemes (`http`); a CONNECT request has none and never matches.
+    public var schemes: Set<String>?
+    /// The absolute URL (as the client sent it) starts with one of these.
+    public var urlPrefixes: [String]?
+    /// The absolute URL (or `host:port` for CONNECT) matches one of these.
+    public var urlPatterns: [URLPattern]?
+    /// Each named header is present (and matches its pattern, when given).
+    public var headers: [HeaderCondition]?
+    /// The request arrives inside this weekly window.
+    public var time: TimeWindow?
 
     public init(name: String, action: AccessAction, clients: [CIDR]? = nil, methods: Set<String>? = nil,
-                ports: Set<Int>? = nil, domains: [DomainPattern]? = nil) {
+                ports: Set<Int>? = nil, domains: [DomainPattern]? = nil, schemes: Set<String>? = nil,
+                urlPrefixes: [String]? = nil, urlPatterns: [URLPattern]? = nil, headers: [HeaderCondition]? = nil,
+                time: TimeWindow? = nil) {
+        self.schemes = schemes
+        self.urlPrefixes = urlPrefixes
+        self.urlPatterns = urlPatterns
+        self.headers = headers
+        self.time = time
         self.name = name
         self.action = action
         self.clients = clients
@@ -62,11 +79,22 @@ public struct AccessRule: Sendable, Equatable {
         self.domains = domains
     }
 
-    public func matches(_ request: AccessRequest) -> Bool {
+    public func matches(_ request: AccessRequest, headers: some HeaderLookup = NoHeaders()) -> Bool {
         if let clients, !clients.contains(where: { $0.contains(request.client) }) { return false }
         if let methods, !methods.contains(request.method) { return false }
         if let ports, !ports.contains(request.port) { return false }
         if let domains, !domains.contains(where: { $0.matches(request.host) }) { return false }
+        if let schemes {
+            guard let scheme = request.scheme, schemes.contains(scheme) else { return false }
+        }
+        if let urlPrefixes, !urlPrefixes.contains(where: { request.url.hasPrefix($0) }) { return false }
+        if let urlPatterns, !urlPatterns.contains(where: { $0.matches(request.url) }) { return false }
+        if let conditions = self.headers {
+            for c in conditions {
+                guard let value = headers.firstValue(c.name), c.pattern?.matches(value) ?? true else { return false }
+            }
+        }
+        if let time, !time.contains(unixSeconds: request.time) { return false }
         return true
     }
 }
@@ -77,13 +105,37 @@ public struct AccessRequest: Sendable {
     public var method: String
     public var host: String
     public var port: Int
+    /// The absolute URL, or `host:port` for CONNECT.
+    public var url: String
+    /// `http`; nil for CONNECT.
+    public var scheme: String?
+    /// Arrival time, Unix seconds (for time windows).
+    public var time: Int
 
-    public init(client: IPAddress, method: String, host: String, port: Int) {
+    public init(client: IPAddress, method: String, host: String, port: Int, url: String = "", scheme: String? = nil, time: Int = 0) {
         self.client = client
         self.method = method
         self.host = host
         self.port = port
+        self.url = url
+        self.scheme = scheme
+        self.time = time
     }
+}
+
+/// Request header values for header conditions, looked up only by rules that have them.
+public protocol HeaderLookup {
+    /// The first value of a field, by lowercase name.
+    func firstValue(_ lowercasedName: String) -> String?
+}
+
+public struct NoHeaders: HeaderLookup {
+    public init() {}
+    public func firstValue(_ lowercasedName: String) -> String? { nil }
+}
+
+extension Dictionary: HeaderLookup where Key == String, Value == String {
+    public func firstValue(_ lowercasedName: String) -> String? { self[lowercasedName] }
 }
 
 public struct AccessDecision: Sendable, Equatable {
@@ -105,9 +157,9 @@ public struct AccessPolicy: Sendable, Equatable {
         self.rules = rules
     }
 
-    public func evaluate(_ request: AccessRequest) -> AccessDecision {
+    public func evaluate(_ request: AccessRequest, headers: some HeaderLookup = NoHeaders()) -> AccessDecision {
         // By index: `for rule in rules` copies every rule it looks at.
-        for i in rules.indices where rules[i].matches(request) {
+        for i in rules.indices where rules[i].matches(request, headers: headers) {
             return AccessDecision(allowed: rules[i].action == .allow, rule: rules[i].name)
         }
         return AccessDecision(allowed: false, rule: nil)

@@ -362,7 +362,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             respondLocally(403, "The client address is unknown.", result: .denied)
             return false
         }
-        let decision = settings.policy.evaluate(AccessRequest(client: ip, method: cur.head.method, host: target.host, port: target.port))
+        let request = AccessRequest(
+            client: ip, method: cur.head.method, host: target.host, port: target.port, url: cur.head.target,
+            scheme: cur.head.isConnect ? nil : target.scheme, time: cur.record.startSeconds)
+        let decision = settings.policy.evaluate(request, headers: RequestHeaders(current: cur))
         if decision.allowed { return true }
         cur.record.detail = decision.rule.map { "rule \($0)" } ?? "default deny"
         metrics.denied(by: decision.rule.map { "access rule \($0)" } ?? "access default deny")
@@ -998,4 +1001,11 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         context.write(wrapOutboundOut(page), promise: nil)
         closeAfterWrites()
     }
+}
+
+/// The request's header fields for header conditions in access rules (holding the exchange,
+/// not a copy of its head, which would retain every part of it).
+struct RequestHeaders: HeaderLookup {
+    let current: ClientHandler.Current
+    func firstValue(_ lowercasedName: String) -> String? { current.head.firstValue(lowercasedName) }
 }

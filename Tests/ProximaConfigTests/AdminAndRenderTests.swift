@@ -117,3 +117,54 @@ struct TemplateConfigTests {
         #expect(issues("logging:\n  access:\n    - sink: file\n      path: /x\n      rotate_size: 1KiB\n").map(\.path) == ["logging.access[0].rotate_size"])
     }
 }
+
+@Suite("Named lists and the newer rule conditions")
+struct ListsAndConditionsConfigTests {
+    @Test func listsExpandInlineAndFromFiles() throws {
+        let file = "/tmp/proxima-list-\(UInt32.random(in: 0...UInt32.max)).txt"
+        let fd = fopen(file, "w")!
+        fputs("# social networks\n.facebook.com\n\n*.tiktok.com   # short videos\n", fd)
+        fclose(fd)
+        defer { unlink(file) }
+        let yaml = """
+            access:
+              - name: no-social
+                action: deny
+                domains: ["@social", example.org]
+                time: {days: [mon, tue, wed, thu, fri], hours: "09:00-17:00", zone: Europe/Berlin}
+              - name: no-exe
+                action: deny
+                schemes: [http]
+                url_prefixes: [http://downloads.example/]
+                url_regex: ['\\.exe$']
+                headers: {User-Agent: '^curl/', X-Debug: null}
+              - name: lan
+                action: allow
+                clients: ["@lan"]
+            lists:
+              lan: [10.0.0.0/8, 192.168.0.0/16]
+              social: {file: \(file)}
+            """
+        let c = try ConfigLoader.load(yaml: yaml).get()
+        #expect(c.lists == ["lan": .inline(["10.0.0.0/8", "192.168.0.0/16"]), "social": .file(file)])
+        #expect(c.access.rules[0].domains?.map(\.description) == [".facebook.com", "*.tiktok.com", "example.org"])
+        #expect(c.access.rules[0].time?.zone == "Europe/Berlin")
+        #expect(c.access.rules[1].headers?.map(\.name) == ["user-agent", "x-debug"] || c.access.rules[1].headers?.map(\.name) == ["x-debug", "user-agent"])
+        #expect(c.access.rules[2].clients?.count == 2)
+        // Rendered and loaded back: the same configuration.
+        let again = try ConfigLoader.load(yaml: c.yaml(redactingSecrets: false)).get()
+        #expect(again == c)
+    }
+
+    @Test func mistakesAreReportedWithTheirPlace() {
+        #expect(issues("access:\n  - action: deny\n    domains: ['@nope']\n").first?.message.contains("unknown list '@nope'") == true)
+        let badEntry = issues("lists:\n  l: [not-a-cidr]\naccess:\n  - action: allow\n    clients: ['@l']\n")
+        #expect(badEntry.map(\.path) == ["lists.l[0]"])
+        #expect(issues("lists:\n  l: {file: /nonexistent}\n").map(\.path) == ["lists.l.file"])
+        #expect(issues("access:\n  - action: deny\n    url_regex: ['(']\n").map(\.path) == ["access[0].url_regex[0]"])
+        #expect(issues("access:\n  - action: deny\n    schemes: [gopher]\n").map(\.path) == ["access[0].schemes[0]"])
+        #expect(issues("access:\n  - action: deny\n    time: {hours: '9-5'}\n").map(\.path) == ["access[0].time.hours"])
+        #expect(issues("access:\n  - action: deny\n    time: {zone: Mars/Base}\n").map(\.path) == ["access[0].time.zone"])
+        #expect(issues("access:\n  - action: deny\n    time: {days: [someday]}\n").map(\.path) == ["access[0].time.days[0]"])
+    }
+}

@@ -337,3 +337,28 @@ struct DashboardTests {
         }
     }
 }
+
+@Suite("Access rules on real requests: URL, scheme, header conditions")
+struct RuleConditionsThroughTheProxyTests {
+    @Test func urlAndHeaderConditionsSeeTheRequest() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ c in
+            c.access = AccessPolicy(rules: [
+                AccessRule(name: "no-exe", action: .deny, schemes: ["http"], urlPatterns: [try! URLPattern(#"\.exe$"#)]),
+                AccessRule(name: "no-curl-debug", action: .deny, headers: [HeaderCondition(name: "user-agent", pattern: try! URLPattern("^curl/")), HeaderCondition(name: "x-debug")]),
+                AccessRule(name: "local", action: .allow, clients: [CIDR("127.0.0.0/8")!]),
+            ])
+        }) { proxy in
+            func status(_ path: String, _ extra: String = "") async throws -> Int? {
+                try await send(proxy, ["GET \(origin.url)\(path) HTTP/1.1\r\nHost: x\r\n\(extra)\r\n"]).replies.first?.status
+            }
+            #expect(try await status("/bytes/5") == 200)
+            #expect(try await status("/setup.exe") == 403)
+            #expect(try await status("/bytes/5", "User-Agent: curl/8\r\nX-Debug: 1\r\n") == 403)
+            #expect(try await status("/bytes/5", "User-Agent: curl/8\r\n") == 200)
+            let denied = try #require(try await send(proxy, ["GET \(origin.url)/a.exe HTTP/1.1\r\nHost: x\r\n\r\n"]).replies.first)
+            #expect(denied.body.contains("no-exe"))
+        }
+    }
+}
