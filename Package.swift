@@ -34,6 +34,10 @@ let package = Package(
         ),
         // Access decisions (client networks, ports, domains). Nothing of NIO.
         .target(name: "ProximaPolicy"),
+        // The system's crypt(3) (libxcrypt: bcrypt, yescrypt, SHA-crypt), for htpasswd files.
+        .target(name: "CCrypt"),
+        // Proxy authentication: htpasswd and group files, Basic credentials.
+        .target(name: "ProximaAuth", dependencies: ["CCrypt"]),
         // The Exchange record, access-log formats and sinks.
         .target(name: "ProximaTelemetry"),
         // Everything with a socket.
@@ -77,6 +81,7 @@ let package = Package(
         .testTarget(name: "ProximaConfigTests", dependencies: ["ProximaConfig", "ProximaPolicy", "ProximaTelemetry"]),
         .testTarget(name: "ProximaHTTP1Tests", dependencies: ["ProximaHTTP1"]),
         .testTarget(name: "ProximaPolicyTests", dependencies: ["ProximaPolicy"]),
+        .testTarget(name: "ProximaAuthTests", dependencies: ["ProximaAuth"]),
         .testTarget(name: "ProximaTelemetryTests", dependencies: ["ProximaTelemetry"]),
         .testTarget(
             name: "ProximaServerTests",
