@@ -24,7 +24,7 @@ let package = Package(
         // Configuration model, YAML loading, defaults and validation. No networking.
         .target(
             name: "ProximaConfig",
-            dependencies: ["ProximaPolicy", "ProximaHTTP1", "ProximaTelemetry", .product(name: "Yams", package: "Yams")]
+            dependencies: ["ProximaPolicy", "ProximaHTTP1", "ProximaTelemetry", "ProximaAuth", .product(name: "Yams", package: "Yams")]
         ),
         // Strict HTTP/1.1 framing (RFC 9112) on raw bytes: request and response heads, body
         // framing, hop-by-hop rules. Pure: only ByteBuffer from NIOCore.
@@ -44,7 +44,7 @@ let package = Package(
         .target(
             name: "ProximaServer",
             dependencies: [
-                "ProximaConfig", "ProximaHTTP1", "ProximaPolicy", "ProximaTelemetry",
+                "ProximaConfig", "ProximaHTTP1", "ProximaPolicy", "ProximaTelemetry", "ProximaAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),

@@ -1,3 +1,4 @@
+import ProximaAuth
 import ProximaHTTP1
 import ProximaPolicy
 import ProximaTelemetry
@@ -238,7 +239,7 @@ final class NodeReader {
     // MARK: - Sections
 
     func readRoot(_ root: Node, into c: inout ProximaConfiguration) {
-        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "workers"]
+        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "workers"]
         if case .mapping(let m) = root, let lists = m["lists"] { readLists(lists, "lists", into: &c) }
         mapping(root, "", keys: keys) { key, node, path in
             switch key {
@@ -314,6 +315,7 @@ final class NodeReader {
                     }
                 }
             case "admin": c.admin = readAdmin(node, path)
+            case "auth": c.auth = readAuth(node, path)
             default:
                 mapping(node, path, keys: ["access", "level", "diagnostics"]) { k, n, p in
                     if k == "level" {
@@ -338,6 +340,46 @@ final class NodeReader {
             fail(kp, n, "'\(s)' is not host:port (examples: 127.0.0.1:3128, [::1]:3128, 0.0.0.0:8080)")
         }
         return nil
+    }
+
+    func readAuth(_ node: Node, _ path: String) -> AuthConfig? {
+        var realm = "Proxima"
+        var users: PasswordFile?
+        var groups: GroupFile?
+        var ttl: TimeSpan?
+        mapping(node, path, keys: ["realm", "users_file", "groups_file", "cache_ttl"]) { k, n, kp in
+            switch k {
+            case "realm":
+                if let r = string(n, kp) {
+                    if r.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+                        fail(kp, n, "the realm may not hold quotes, backslashes or control characters")
+                    } else {
+                        realm = r
+                    }
+                }
+            case "users_file":
+                guard let file = string(n, kp) else { return }
+                guard let text = readTextFile(file) else { return fail(kp, n, "cannot read \(file)") }
+                switch PasswordFile.parse(text, path: file) {
+                case .success(let f): users = f
+                case .failure(let problems): for p in problems.list { fail(kp, n, "\(file) \(p)") }
+                }
+            case "groups_file":
+                guard let file = string(n, kp) else { return }
+                guard let text = readTextFile(file) else { return fail(kp, n, "cannot read \(file)") }
+                switch GroupFile.parse(text, path: file) {
+                case .success(let g): groups = g
+                case .failure(let problems): for p in problems.list { fail(kp, n, "\(file) \(p)") }
+                }
+            default: ttl = duration(n, kp)
+            }
+        }
+        if case .mapping(let m) = node, m["users_file"] == nil { fail(path, node, "missing key 'users_file' (an htpasswd file)") }
+        guard let users else { return nil }
+        var auth = AuthConfig(users: users, groups: groups)
+        auth.realm = realm
+        if let ttl { auth.cacheTTL = ttl }
+        return auth
     }
 
     func readAdmin(_ node: Node, _ path: String) -> AdminConfig? {
@@ -397,7 +439,10 @@ final class NodeReader {
         sequence(node, path) { i, item, p in
             var rule = AccessRule(name: "rule-\(i)", action: .deny)
             var hasAction = false
-            let ruleKeys = ["name", "action", "clients", "methods", "ports", "domains", "schemes", "url_prefixes", "url_regex", "headers", "time"]
+            let ruleKeys = [
+                "name", "action", "clients", "methods", "ports", "domains", "schemes", "url_prefixes", "url_regex", "headers", "time",
+                "users", "groups",
+            ]
             mapping(item, p, keys: ruleKeys) { k, n, kp in
                 switch k {
                 case "name": if let v = string(n, kp) { rule.name = v }
@@ -407,7 +452,7 @@ final class NodeReader {
                             rule.action = a
                             hasAction = true
                         } else {
-                            fail(kp, n, "'\(v)' is not one of: allow, deny")
+                            fail(kp, n, "'\(v)' is not one of: allow, deny, authenticate")
                         }
                     }
                 case "clients":
@@ -426,6 +471,8 @@ final class NodeReader {
                     var ports = Set<Int>()
                     sequence(n, kp) { _, pn, pp in if let v = int(pn, pp, in: 1...65535) { ports.insert(v) } }
                     rule.ports = ports
+                case "users": rule.users = Set(stringList(n, kp).map(\.0))
+                case "groups": rule.groups = Set(stringList(n, kp).map(\.0))
                 case "schemes":
                     rule.schemes = Set(stringList(n, kp).compactMap { s, sn, sp in
                         if s == "http" || s == "https" || s == "ftp" { return s }
@@ -493,7 +540,7 @@ final class NodeReader {
                 }
             }
             if case .mapping = item, !hasAction, !issues.contains(where: { $0.path.hasPrefix(p + ".action") }) {
-                fail(p, item, "missing key 'action' (allow or deny)")
+                fail(p, item, "missing key 'action' (allow, deny or authenticate)")
             }
             rules.append(rule)
         }
@@ -581,6 +628,9 @@ final class NodeReader {
         if let admin = c.admin, admin.address.port != 0,
             c.listeners.contains(where: { $0.address.port == admin.address.port && ($0.address.host == admin.address.host || $0.address.host == "0.0.0.0" || $0.address.host == "::") }) {
             fail("admin.address", nil, "\(admin.address) is also a proxy listener's address")
+        }
+        for (i, r) in c.access.rules.enumerated() where r.needsIdentity && c.auth == nil {
+            fail("access[\(i)]", nil, "rule '\(r.name)' needs to know the user (users, groups or authenticate): add an auth section with users_file")
         }
         var names = Set<String>()
         for (i, l) in c.listeners.enumerated() where !names.insert(l.name).inserted {

@@ -35,6 +35,8 @@ extension ProximaConfiguration {
                 out += "    headers:" + (headers.isEmpty ? " {}\n" : "\n")
                 for h in headers { out += "      \(quoted(h.name)): \(h.pattern.map { quoted($0.source) } ?? "null")\n" }
             }
+            if let users = r.users { out += "    users: \(list(users.sorted().map(quoted)))\n" }
+            if let groups = r.groups { out += "    groups: \(list(groups.sorted().map(quoted)))\n" }
             if let t = r.time {
                 let days = t.days.sorted().map { TimeWindow.dayNames[$0] }
                 out += "    time: {days: \(list(days)), hours: \"\(hhmm(t.start))-\(hhmm(t.end))\", zone: \(quoted(t.zone))}\n"
@@ -64,6 +66,11 @@ extension ProximaConfiguration {
         if let admin {
             out += "admin:\n  address: \(quoted(admin.address.description))\n"
             if let token = admin.token { out += "  token: \(quoted(redactingSecrets ? "<redacted>" : token))\n" }
+        }
+        if let auth {
+            out += "auth:\n  realm: \(quoted(auth.realm))\n  users_file: \(quoted(auth.users.path))\n"
+            if let g = auth.groups { out += "  groups_file: \(quoted(g.path))\n" }
+            out += "  cache_ttl: \(auth.cacheTTL)\n"
         }
         out += "workers: \(workers.map(String.init) ?? "auto")\n"
         return out

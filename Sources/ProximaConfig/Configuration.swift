@@ -1,3 +1,4 @@
+import ProximaAuth
 import ProximaHTTP1
 import ProximaPolicy
 import ProximaTelemetry
@@ -18,6 +19,9 @@ public struct ProximaConfiguration: Sendable, Equatable {
     public var logging = LoggingConfig()
     /// The admin listener (health, status, metrics, reload); nil: none.
     public var admin: AdminConfig?
+    /// Proxy authentication (Basic, htpasswd users); needed by rules with users, groups or
+    /// action authenticate.
+    public var auth: AuthConfig?
     /// Event-loop threads (nginx's worker_processes). nil: one per CPU this process may run on
     /// (its affinity mask, so `taskset -c 0 proxima` runs one loop). Changing it needs a restart.
     public var workers: Int?
@@ -144,6 +148,20 @@ public struct AdminConfig: Sendable, Equatable {
 
     public var isLoopback: Bool {
         address.host == "localhost" || address.host == "::1" || address.host.hasPrefix("127.")
+    }
+}
+
+public struct AuthConfig: Sendable, Equatable {
+    /// Shown by browsers in the login prompt.
+    public var realm = "Proxima"
+    public var users: PasswordFile
+    public var groups: GroupFile?
+    /// How long verified credentials are remembered (bcrypt is slow on purpose).
+    public var cacheTTL = TimeSpan.seconds(300)
+
+    public init(users: PasswordFile, groups: GroupFile? = nil) {
+        self.users = users
+        self.groups = groups
     }
 }
 

@@ -38,9 +38,12 @@ public struct DomainPattern: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-public enum AccessAction: String, Sendable, Equatable {
+public enum AccessAction: String, Sendable, Equatable, CaseIterable {
     case allow
     case deny
+    /// When the rule's conditions match and the request carries no valid credentials, answer
+    /// 407 (proxy) asking for them; with valid credentials the rule is passed over.
+    case authenticate
 }
 
 /// One access rule. Every condition given must match (AND); a missing condition matches all.
@@ -61,11 +64,20 @@ public struct AccessRule: Sendable, Equatable {
     public var headers: [HeaderCondition]?
     /// The request arrives inside this weekly window.
     public var time: TimeWindow?
+    /// Authenticated user names (`*`: any authenticated user).
+    public var users: Set<String>?
+    /// The authenticated user belongs to one of these groups.
+    public var groups: Set<String>?
+
+    /// Whether the rule can only be decided once the user is known.
+    public var needsIdentity: Bool { users != nil || groups != nil || action == .authenticate }
 
     public init(name: String, action: AccessAction, clients: [CIDR]? = nil, methods: Set<String>? = nil,
                 ports: Set<Int>? = nil, domains: [DomainPattern]? = nil, schemes: Set<String>? = nil,
                 urlPrefixes: [String]? = nil, urlPatterns: [URLPattern]? = nil, headers: [HeaderCondition]? = nil,
-                time: TimeWindow? = nil) {
+                time: TimeWindow? = nil, users: Set<String>? = nil, groups: Set<String>? = nil) {
+        self.users = users
+        self.groups = groups
         self.schemes = schemes
         self.urlPrefixes = urlPrefixes
         self.urlPatterns = urlPatterns
@@ -95,6 +107,12 @@ public struct AccessRule: Sendable, Equatable {
             }
         }
         if let time, !time.contains(unixSeconds: request.time) { return false }
+        if let users {
+            guard let user = request.user, users.contains("*") || users.contains(user) else { return false }
+        }
+        if let groups {
+            guard request.user != nil, !groups.isDisjoint(with: request.groups) else { return false }
+        }
         return true
     }
 }
@@ -111,6 +129,9 @@ public struct AccessRequest: Sendable {
     public var scheme: String?
     /// Arrival time, Unix seconds (for time windows).
     public var time: Int
+    /// The user whose credentials were verified, if any, and their groups.
+    public var user: String?
+    public var groups: Set<String> = []
 
     public init(client: IPAddress, method: String, host: String, port: Int, url: String = "", scheme: String? = nil, time: Int = 0) {
         self.client = client
@@ -142,8 +163,17 @@ public struct AccessDecision: Sendable, Equatable {
     public var allowed: Bool
     /// The rule that decided, or nil when no rule matched (the implicit final deny).
     public var rule: String?
+    /// The rule needs to know the user and the request carries no valid credentials: 407.
+    public var challenge = false
+
+    public init(allowed: Bool, rule: String?, challenge: Bool = false) {
+        self.allowed = allowed
+        self.rule = rule
+        self.challenge = challenge
+    }
 
     public var explanation: String {
+        if challenge, let rule { return "rule '\(rule)' needs you to log in" }
         if let rule { return allowed ? "allowed by rule '\(rule)'" : "denied by rule '\(rule)'" }
         return "no access rule allows this request (the last rule is an implicit deny)"
     }
@@ -151,15 +181,30 @@ public struct AccessDecision: Sendable, Equatable {
 
 /// Ordered rules, first match wins, deny when nothing matches (Squid's `http_access`).
 public struct AccessPolicy: Sendable, Equatable {
-    public var rules: [AccessRule]
+    public let rules: [AccessRule]
 
     public init(rules: [AccessRule]) {
         self.rules = rules
+        self.usesIdentity = rules.contains { $0.needsIdentity }
     }
+
+    /// Whether any rule needs the user: only then are credentials looked at.
+    public let usesIdentity: Bool
 
     public func evaluate(_ request: AccessRequest, headers: some HeaderLookup = NoHeaders()) -> AccessDecision {
         // By index: `for rule in rules` copies every rule it looks at.
-        for i in rules.indices where rules[i].matches(request, headers: headers) {
+        for i in rules.indices {
+            if rules[i].needsIdentity, request.user == nil {
+                // Unknown user: if everything else matches, this rule cannot be decided without
+                // credentials, so ask for them (Squid's behaviour with proxy_auth ACLs).
+                var anyone = rules[i]
+                anyone.users = nil
+                anyone.groups = nil
+                if anyone.matches(request, headers: headers) { return AccessDecision(allowed: false, rule: rules[i].name, challenge: true) }
+                continue
+            }
+            guard rules[i].matches(request, headers: headers) else { continue }
+            if rules[i].action == .authenticate { continue }  // the user is known: satisfied
             return AccessDecision(allowed: rules[i].action == .allow, rule: rules[i].name)
         }
         return AccessDecision(allowed: false, rule: nil)

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import ProximaAuth
 import ProximaHTTP1
 import ProximaPolicy
 import ProximaTelemetry
@@ -321,9 +322,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 metrics.denied(by: "connect.allowed_ports")
                 return respondLocally(403, "CONNECT to port \(target.port) is not allowed (connect.allowed_ports: \(ports)).", result: .denied)
             }
-            guard checkAccess(cur, target) else { return }
-            cur.record.result = .tunnel
-            return connectUpstream(cur, target, reuse: false)
+            return admit(cur, target)
         }
 
         if head.target.hasPrefix("/") || head.target == "*" {
@@ -351,26 +350,77 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             metrics.denied(by: "forwarding loop")
             return respondLocally(508, "Forwarding loop detected: this request already passed through this proxy (\(settings.viaName)).", result: .denied)
         }
-        guard checkAccess(cur, target) else { return }
-        cur.record.result = .miss
-        connectUpstream(cur, target, reuse: true)
+        admit(cur, target)
     }
 
-    private func checkAccess(_ cur: Current, _ target: RequestTarget) -> Bool {
+    /// Finds out who the user is when a rule needs to know (Basic credentials, verified off the
+    /// event loop and then cached), then applies the access rules and connects.
+    private func admit(_ cur: Current, _ target: RequestTarget) {
+        guard settings.policy.usesIdentity, let auth = settings.auth, let context,
+            let token = cur.head.firstValue("proxy-authorization"), let (user, password) = basicCredentials(token)
+        else { return decide(cur, target, user: nil) }
+        let now = cur.record.startSeconds
+        if let known = settings.authCache.user(for: token, now: now) { return decide(cur, target, user: known) }
+        let client = clientText
+        services.threadPool.runIfActive(eventLoop: context.eventLoop) { auth.users.verify(user: user, password: password) }
+            .assumeIsolated().whenComplete { [self] result in
+                guard self.current === cur, self.phase == .connecting else { return }
+                if case .success(true) = result {
+                    settings.authCache.remember(token, user: user, now: now)
+                    services.authFailures.succeeded(client)
+                    decide(cur, target, user: user)
+                } else {
+                    // The user name is not secret and helps the administrator; the password
+                    // never appears anywhere.
+                    cur.record.detail = "authentication failed for user '\(user)'"
+                    decide(cur, target, user: nil, failedLogin: true)
+                }
+            }
+    }
+
+    private func decide(_ cur: Current, _ target: RequestTarget, user: String?, failedLogin: Bool = false) {
         guard let ip = clientIP else {
             metrics.denied(by: "unknown client")
-            respondLocally(403, "The client address is unknown.", result: .denied)
-            return false
+            return respondLocally(403, "The client address is unknown.", result: .denied)
         }
-        let request = AccessRequest(
+        var request = AccessRequest(
             client: ip, method: cur.head.method, host: target.host, port: target.port, url: cur.head.target,
             scheme: cur.head.isConnect ? nil : target.scheme, time: cur.record.startSeconds)
+        if let user {
+            cur.record.user = user
+            request.user = user
+            request.groups = settings.auth?.groups?.groupsByUser[user] ?? []
+        }
         let decision = settings.policy.evaluate(request, headers: RequestHeaders(current: cur))
-        if decision.allowed { return true }
+        if decision.allowed {
+            cur.record.result = cur.head.isConnect ? .tunnel : .miss
+            return connectUpstream(cur, target, reuse: !cur.head.isConnect)
+        }
+        if decision.challenge {
+            return challenge(cur, decision, failedLogin: failedLogin)
+        }
         cur.record.detail = decision.rule.map { "rule \($0)" } ?? "default deny"
         metrics.denied(by: decision.rule.map { "access rule \($0)" } ?? "access default deny")
         respondLocally(403, "Access denied: \(decision.explanation).", result: .denied)
-        return false
+    }
+
+    /// 407 asking for credentials. After failed logins from this client the answer waits
+    /// longer each time, so passwords cannot be guessed quickly.
+    private func challenge(_ cur: Current, _ decision: AccessDecision, failedLogin: Bool) {
+        let realm = settings.auth?.realm ?? "Proxima"
+        let now = cur.record.startSeconds
+        let delay = failedLogin ? services.authFailures.delay(for: clientText, now: now) : .zero
+        if failedLogin { services.authFailures.failed(clientText, now: now) }
+        if cur.record.detail == nil { cur.record.detail = "authentication required by rule \(decision.rule ?? "?")" }
+        let send = { [self] in
+            guard current === cur, phase == .connecting else { return }
+            respondLocally(
+                407, "Proxy authentication required: \(decision.explanation).", result: .denied,
+                headers: [("Proxy-Authenticate", "Basic realm=\"\(realm)\", charset=\"UTF-8\"")])
+            context?.flush()
+        }
+        guard delay > .zero, let context else { return send() }
+        context.eventLoop.assumeIsolated().scheduleTask(in: delay) { send() }
     }
 
     // MARK: - Upstream connection
@@ -893,7 +943,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     // MARK: - Local answers
 
-    private func respondLocally(_ status: Int, _ message: String, result: ResultCode) {
+    private func respondLocally(_ status: Int, _ message: String, result: ResultCode, headers: [(String, String)] = []) {
         guard let context, let cur = current else { return }
         cur.record.status = status
         cur.record.result = result
@@ -904,7 +954,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if !cur.requestBodyDone { inbound = nil }
         let page = LocalResponse.make(
             status: status, message: message, request: "\(cur.head.method) \(cur.head.target)", html: cur.wantsHTML,
-            close: mustClose, headRequest: cur.head.isHead, via: settings.via, requestID: cur.requestID, allocator: context.channel.allocator)
+            close: mustClose, headRequest: cur.head.isHead, via: settings.via, requestID: cur.requestID, headers: headers,
+            allocator: context.channel.allocator)
         cur.record.bytesOut += page.readableBytes
         cur.responseStarted = true
         context.write(wrapOutboundOut(page), promise: nil)

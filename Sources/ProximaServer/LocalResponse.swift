@@ -10,6 +10,7 @@ enum LocalResponse {
         case 400: return "Bad Request"
         case 403: return "Forbidden"
         case 404: return "Not Found"
+        case 407: return "Proxy Authentication Required"
         case 408: return "Request Timeout"
         case 413: return "Content Too Large"
         case 414: return "URI Too Long"
@@ -27,7 +28,7 @@ enum LocalResponse {
     /// The complete response (head and body) as one buffer.
     static func make(
         status: Int, message: String, request: String?, html: Bool, close: Bool, headRequest: Bool = false,
-        via: String?, requestID: String? = nil, allocator: ByteBufferAllocator
+        via: String?, requestID: String? = nil, headers: [(String, String)] = [], allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let reason = reasonPhrase(status)
         let body: String
@@ -55,6 +56,7 @@ enum LocalResponse {
         out.writeStaticString("Cache-Control: no-store\r\n")
         if let via { out.writeString("Via: 1.1 \(via)\r\n") }
         if let requestID { out.writeString("X-Request-ID: \(requestID)\r\n") }
+        for (name, value) in headers { out.writeString("\(name): \(value)\r\n") }
         if close { out.writeStaticString("Connection: close\r\n") }
         out.writeStaticString("\r\n")
         if !headRequest { out.writeString(body) }

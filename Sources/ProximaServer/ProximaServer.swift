@@ -78,7 +78,7 @@ public final class ProximaServer: Sendable {
         let resolver = DNSResolver(
             threadPool: pool, ttl: .nanoseconds(configuration.dns.cacheTTL.nanoseconds),
             negativeTTL: .nanoseconds(configuration.dns.negativeTTL.nanoseconds), maxEntries: configuration.dns.maxEntries)
-        self.services = ServerServices(group: group, resolver: resolver, pools: UpstreamPools(group: group))
+        self.services = ServerServices(group: group, resolver: resolver, pools: UpstreamPools(group: group), threadPool: pool)
         self.state = Mutex(State(config: configuration, accessLog: log))
         self.logger = logger
         self.startTime = wallClock().0

@@ -1,16 +1,71 @@
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// What every connection of a running server shares: DNS and the upstream pools.
 final class ServerServices: Sendable {
     let group: EventLoopGroup
     let resolver: DNSResolver
     let pools: UpstreamPools
+    /// Blocking work: DNS lookups and password hashing.
+    let threadPool: NIOThreadPool
+    let authFailures = AuthFailures()
 
-    init(group: EventLoopGroup, resolver: DNSResolver, pools: UpstreamPools) {
+    init(group: EventLoopGroup, resolver: DNSResolver, pools: UpstreamPools, threadPool: NIOThreadPool) {
         self.group = group
         self.resolver = resolver
         self.pools = pools
+        self.threadPool = threadPool
+    }
+}
+
+/// Recent failed logins per client address: each further failure waits longer for its 407
+/// (0.25 s doubling to 8 s), so guessing passwords is slow; a success or ten quiet minutes
+/// clear the count.
+final class AuthFailures: Sendable {
+    private let state = Mutex<[String: (count: Int, last: Int)]>([:])
+    static let maxEntries = 10_000
+
+    func delay(for client: String, now: Int) -> TimeAmount {
+        state.withLock { s in
+            guard let e = s[client], now - e.last < 600, e.count > 0 else { return .zero }
+            return .milliseconds(min(8000, 250 << min(5, e.count - 1)))
+        }
+    }
+
+    func failed(_ client: String, now: Int) {
+        state.withLock { s in
+            if s.count >= Self.maxEntries { s = s.filter { now - $0.value.last < 600 } }
+            let count = (s[client].map { now - $0.last < 600 ? $0.count : 0 } ?? 0) + 1
+            s[client] = (count, now)
+        }
+    }
+
+    func succeeded(_ client: String) { _ = state.withLock { $0.removeValue(forKey: client) } }
+}
+
+/// Verified credentials (the Basic token as sent) and the user they belong to, for
+/// `auth.cache_ttl`: bcrypt costs milliseconds on purpose, and browsers send the token with
+/// every request. Made anew with each configuration, so a reloaded password file takes effect.
+final class AuthCache: Sendable {
+    private let state = Mutex<[String: (user: String, until: Int)]>([:])
+    let ttlSeconds: Int
+    static let maxEntries = 10_000
+
+    init(ttlSeconds: Int) { self.ttlSeconds = ttlSeconds }
+
+    func user(for token: String, now: Int) -> String? {
+        state.withLock { s in
+            guard let e = s[token], e.until > now else { return nil }
+            return e.user
+        }
+    }
+
+    func remember(_ token: String, user: String, now: Int) {
+        state.withLock { s in
+            if s.count >= Self.maxEntries { s = s.filter { $0.value.until > now } }
+            if s.count < Self.maxEntries { s[token] = (user, now + ttlSeconds) }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import ProximaAuth
 import ProximaConfig
 import ProximaHTTP1
 import ProximaPolicy
@@ -39,9 +40,13 @@ final class RuntimeSettings: Sendable {
     let logsRequestID: Bool
     /// Local sockets requests must not be forwarded to (the admin API).
     let protectedEndpoints: ProtectedEndpoints
+    let auth: AuthConfig?
+    let authCache: AuthCache
 
     init(config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints()) {
         self.protectedEndpoints = protectedEndpoints
+        self.auth = config.auth
+        self.authCache = AuthCache(ttlSeconds: Int((config.auth?.cacheTTL.nanoseconds ?? 0) / 1_000_000_000))
         self.logsRequestID = config.logging.access.contains {
             $0.template.map { $0.source.contains("request_id") } ?? ($0.format == .json)
         }

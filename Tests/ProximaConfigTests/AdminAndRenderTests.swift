@@ -168,3 +168,54 @@ struct ListsAndConditionsConfigTests {
         #expect(issues("access:\n  - action: deny\n    time: {days: [someday]}\n").map(\.path) == ["access[0].time.days[0]"])
     }
 }
+
+@Suite("Authentication in the configuration")
+struct AuthConfigTests {
+    func tempFile(_ text: String) -> String {
+        let path = "/tmp/proxima-auth-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = fopen(path, "w")!
+        fputs(text, fd)
+        fclose(fd)
+        return path
+    }
+
+    @Test func authLoadsAndRoundTrips() throws {
+        let users = tempFile("alice:$2y$05$ZvosaoewX4al0./kmIgiROifv7Psh6Zh4sf.owuehd0wXlzPHDFdW\n")
+        let groups = tempFile("staff: alice\n")
+        defer { unlink(users); unlink(groups) }
+        let c = try ConfigLoader.load(yaml: """
+            auth:
+              realm: Office proxy
+              users_file: \(users)
+              groups_file: \(groups)
+              cache_ttl: 2m
+            access:
+              - name: login
+                action: authenticate
+              - name: staff
+                action: allow
+                groups: [staff]
+                users: ["*"]
+            """).get()
+        #expect(c.auth?.realm == "Office proxy")
+        #expect(c.auth?.users.hashes.keys.sorted() == ["alice"])
+        #expect(c.auth?.groups?.groupsByUser["alice"] == ["staff"])
+        #expect(c.auth?.cacheTTL == .seconds(120))
+        #expect(c.access.rules[0].action == .authenticate)
+        #expect(c.access.usesIdentity)
+        let shown = c.yaml()
+        #expect(!shown.contains("$2y$"), "password hashes must not be shown")
+        #expect(try ConfigLoader.load(yaml: shown).get() == c)
+    }
+
+    @Test func mistakes() {
+        #expect(issues("access:\n  - action: allow\n    users: [alice]\n").map(\.path) == ["access[0]"])
+        #expect(issues("access:\n  - action: authenticate\n").first?.message.contains("auth section") == true)
+        let plain = tempFile("alice:secret\n")
+        defer { unlink(plain) }
+        let found = issues("auth:\n  users_file: \(plain)\n")
+        #expect(found.map(\.path) == ["auth.users_file"])
+        #expect(found.first?.message.contains("line 1") == true && found.first?.message.contains("plain-text") == true)
+        #expect(issues("auth:\n  realm: x\n").map(\.path) == ["auth"])
+    }
+}

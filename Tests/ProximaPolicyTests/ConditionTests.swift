@@ -59,3 +59,32 @@ struct ConditionTests {
         #expect(TimeWindow.parseDay("Monday") == 1)
     }
 }
+
+@Suite("Rules that need the user")
+struct IdentityRuleTests {
+    let policy = AccessPolicy(rules: [
+        AccessRule(name: "open", action: .allow, domains: [DomainPattern("public.example")!]),
+        AccessRule(name: "login", action: .authenticate, clients: [CIDR("10.0.0.0/8")!]),
+        AccessRule(name: "admins", action: .allow, users: ["root"]),
+        AccessRule(name: "staff", action: .allow, groups: ["staff"]),
+    ])
+
+    func decide(host: String = "x.example", user: String? = nil, groups: Set<String> = [], client: String = "10.1.1.1") -> AccessDecision {
+        var r = AccessRequest(client: IPAddress(client)!, method: "GET", host: host, port: 80)
+        r.user = user
+        r.groups = groups
+        return policy.evaluate(r)
+    }
+
+    @Test func challengeOnlyWhereTheUserMatters() {
+        #expect(policy.usesIdentity)
+        #expect(decide(host: "public.example").allowed)  // decided before any login rule
+        #expect(decide() == AccessDecision(allowed: false, rule: "login", challenge: true))
+        #expect(decide(user: "root").allowed && decide(user: "root").rule == "admins")
+        #expect(decide(user: "ann", groups: ["staff"]).rule == "staff")
+        #expect(decide(user: "eve") == AccessDecision(allowed: false, rule: nil))
+        // Outside 10/8 the login rule does not apply, but the user rules still need a user.
+        #expect(decide(client: "192.168.1.1") == AccessDecision(allowed: false, rule: "admins", challenge: true))
+        #expect(!AccessPolicy.localNetworksOnly.usesIdentity)
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import NIOCore
+import ProximaAuth
+import ProximaConfig
+import ProximaPolicy
+import ProximaTesting
+import Testing
+
+/// alice / "s3cret pass" and bob / "hunter2", as `htpasswd -nbB` wrote them.
+let htpasswdText = """
+    alice:$2y$05$ZvosaoewX4al0./kmIgiROifv7Psh6Zh4sf.owuehd0wXlzPHDFdW
+    bob:$2y$05$dZP/dDIRDFIm1oLB/khN6.9e1gMoBzMFoD6Bw0n2b8dbyDG7o6OjW
+
+    """
+
+func basic(_ user: String, _ password: String) -> String {
+    "Proxy-Authorization: Basic \(Data("\(user):\(password)".utf8).base64EncodedString())\r\n"
+}
+
+func withAuthProxy<T>(_ body: (RunningProxy) async throws -> T) async throws -> T {
+    let users = try PasswordFile.parse(htpasswdText, path: "/etc/proxima/htpasswd").get()
+    let groups = try GroupFile.parse("staff: alice\n", path: "/etc/proxima/groups").get()
+    return try await ProxyHarness.withProxy({ c in
+        c.auth = AuthConfig(users: users, groups: groups)
+        c.connect.allowedPorts = Set(1...65535)
+        c.access = AccessPolicy(rules: [
+            AccessRule(name: "login", action: .authenticate, clients: [CIDR("127.0.0.0/8")!]),
+            AccessRule(name: "staff", action: .allow, groups: ["staff"]),
+        ])
+    }, body)
+}
+
+@Suite("Proxy authentication: 407, htpasswd users, groups, slowed failures")
+struct AuthTests {
+    @Test func loginIsAskedForCheckedAndLogged() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await withAuthProxy { proxy in
+            let get = "GET \(origin.url)/bytes/3 HTTP/1.1\r\nHost: x\r\n"
+            let none = try #require(try await send(proxy, [get + "\r\n"]).replies.first)
+            #expect(none.status == 407)
+            #expect(none.header("proxy-authenticate") == "Basic realm=\"Proxima\", charset=\"UTF-8\"")
+            let wrong = try #require(try await send(proxy, [get + basic("alice", "guess") + "\r\n"]).replies.first)
+            #expect(wrong.status == 407)
+            let ok = try #require(try await send(proxy, [get + basic("alice", "s3cret pass") + "\r\n"]).replies.first)
+            #expect(ok.status == 200)
+            // Valid credentials, but not in the group the allow rule wants.
+            let bob = try #require(try await send(proxy, [get + basic("bob", "hunter2") + "\r\n"]).replies.first)
+            #expect(bob.status == 403)
+            let records = jsonRecords(await proxy.waitForAccessLog(count: 4))
+            #expect(records.map { $0["status"] as? Int } == [407, 407, 200, 403])
+            #expect(records[2]["user"] as? String == "alice")
+            #expect(records[3]["user"] as? String == "bob")
+            #expect((records[1]["detail"] as? String)?.contains("authentication failed for user 'alice'") == true)
+            let all = proxy.accessLogLines().joined()
+            #expect(!all.contains("guess") && !all.contains("s3cret") && !all.contains("hunter2"), "a password reached the log")
+        }
+    }
+
+    @Test func connectAndCurlLogIn() async throws {
+        let echo = try await EchoServer.start()
+        defer { Task { await echo.stop() } }
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await withAuthProxy { proxy in
+            let refused = try #require(try await send(proxy, ["CONNECT 127.0.0.1:\(echo.port) HTTP/1.1\r\nHost: x\r\n\r\n"]).replies.first)
+            #expect(refused.status == 407)
+            let r = try await RawClient.exchange(
+                port: proxy.port, send: ["CONNECT 127.0.0.1:\(echo.port) HTTP/1.1\r\nHost: x\r\n" + basic("alice", "s3cret pass") + "\r\nping"],
+                until: { $0.contains("ping") })
+            #expect(r.text.hasPrefix("HTTP/1.1 200"))
+            // curl answers the 407 itself when given -U (and sends Basic straight away).
+            let code = try run(curlPath, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy.url, "-U", "alice:s3cret pass", "\(origin.url)/bytes/1"]).output
+            #expect(code == "200")
+            let noLogin = try run(curlPath, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy.url, "\(origin.url)/bytes/1"]).output
+            #expect(noLogin == "407")
+        }
+    }
+
+    @Test func repeatedFailuresAreSlowedDown() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await withAuthProxy { proxy in
+            let get = "GET \(origin.url)/bytes/3 HTTP/1.1\r\nHost: x\r\n" + basic("alice", "wrong") + "\r\n"
+            let clock = ContinuousClock()
+            var times: [Duration] = []
+            for _ in 0..<4 {
+                let start = clock.now
+                let status = try await send(proxy, [get]).replies.first?.status
+                times.append(clock.now - start)
+                #expect(status == 407)
+            }
+            // 0, 0.25 s, 0.5 s, 1 s of added wait (bcrypt itself takes a few ms).
+            #expect(times[2] >= .milliseconds(450))
+            #expect(times[3] >= .milliseconds(950))
+            // The right password is still accepted (and clears the count).
+            let ok = "GET \(origin.url)/bytes/3 HTTP/1.1\r\nHost: x\r\n" + basic("alice", "s3cret pass") + "\r\n"
+            let okStatus = try await send(proxy, [ok]).replies.first?.status
+            #expect(okStatus == 200)
+            let start = clock.now
+            let again = try await send(proxy, [get]).replies.first?.status
+            #expect(again == 407)
+            #expect(clock.now - start < .milliseconds(400))
+        }
+    }
+}
