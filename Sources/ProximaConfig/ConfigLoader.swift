@@ -239,7 +239,7 @@ final class NodeReader {
     // MARK: - Sections
 
     func readRoot(_ root: Node, into c: inout ProximaConfiguration) {
-        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "workers"]
+        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "blocklists", "workers"]
         if case .mapping(let m) = root, let lists = m["lists"] { readLists(lists, "lists", into: &c) }
         mapping(root, "", keys: keys) { key, node, path in
             switch key {
@@ -316,6 +316,7 @@ final class NodeReader {
                 }
             case "admin": c.admin = readAdmin(node, path)
             case "auth": c.auth = readAuth(node, path)
+            case "blocklists": c.blocklists = readBlockLists(node, path)
             default:
                 mapping(node, path, keys: ["access", "level", "diagnostics"]) { k, n, p in
                     if k == "level" {
@@ -340,6 +341,28 @@ final class NodeReader {
             fail(kp, n, "'\(s)' is not host:port (examples: 127.0.0.1:3128, [::1]:3128, 0.0.0.0:8080)")
         }
         return nil
+    }
+
+    func readBlockLists(_ node: Node, _ path: String) -> [BlockList] {
+        var lists: [BlockList] = []
+        sequence(node, path) { i, item, p in
+            var name: String?
+            var file: String?
+            var format: BlockList.Format = .adblock
+            mapping(item, p, keys: ["name", "file", "format"]) { k, n, kp in
+                switch k {
+                case "name": name = string(n, kp)
+                case "file": file = string(n, kp)
+                default: if let f = enumeration(n, kp, BlockList.Format.self) { format = f }
+                }
+            }
+            guard let file else { return fail(p, item, "missing key 'file'") }
+            guard let text = readTextFile(file) else { return fail(p + ".file", item, "cannot read \(file)") }
+            let listName = name ?? "blocklist-\(i)"
+            if lists.contains(where: { $0.name == listName }) { return fail(p + ".name", item, "the name '\(listName)' is used by an earlier list") }
+            lists.append(BlockList(name: listName, source: file, format: format, text: text))
+        }
+        return lists
     }
 
     func readAuth(_ node: Node, _ path: String) -> AuthConfig? {

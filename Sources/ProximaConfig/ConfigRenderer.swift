@@ -67,6 +67,10 @@ extension ProximaConfiguration {
             out += "admin:\n  address: \(quoted(admin.address.description))\n"
             if let token = admin.token { out += "  token: \(quoted(redactingSecrets ? "<redacted>" : token))\n" }
         }
+        if !blocklists.isEmpty {
+            out += "blocklists:\n"
+            for b in blocklists { out += "  - name: \(quoted(b.name))\n    file: \(quoted(b.source))\n    format: \(b.format.rawValue)\n" }
+        }
         if let auth {
             out += "auth:\n  realm: \(quoted(auth.realm))\n  users_file: \(quoted(auth.users.path))\n"
             if let g = auth.groups { out += "  groups_file: \(quoted(g.path))\n" }

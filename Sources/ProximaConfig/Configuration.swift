@@ -22,6 +22,8 @@ public struct ProximaConfiguration: Sendable, Equatable {
     /// Proxy authentication (Basic, htpasswd users); needed by rules with users, groups or
     /// action authenticate.
     public var auth: AuthConfig?
+    /// Block lists, checked after the access rules allowed a request.
+    public var blocklists: [BlockList] = []
     /// Event-loop threads (nginx's worker_processes). nil: one per CPU this process may run on
     /// (its affinity mask, so `taskset -c 0 proxima` runs one loop). Changing it needs a restart.
     public var workers: Int?

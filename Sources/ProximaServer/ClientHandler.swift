@@ -393,6 +393,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         let decision = settings.policy.evaluate(request, headers: RequestHeaders(current: cur))
         if decision.allowed {
+            for list in settings.blocklists {
+                if let rule = list.match(host: target.host) { return respondBlocked(cur, list: list.name, rule: rule) }
+            }
             cur.record.result = cur.head.isConnect ? .tunnel : .miss
             return connectUpstream(cur, target, reuse: !cur.head.isConnect)
         }
@@ -402,6 +405,26 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         cur.record.detail = decision.rule.map { "rule \($0)" } ?? "default deny"
         metrics.denied(by: decision.rule.map { "access rule \($0)" } ?? "access default deny")
         respondLocally(403, "Access denied: \(decision.explanation).", result: .denied)
+    }
+
+    /// A blocked request gets an answer that does not break the page around it: a transparent
+    /// pixel for images, a short page for documents (and CONNECT), an empty 204 for the rest.
+    private func respondBlocked(_ cur: Current, list: String, rule: String) {
+        metrics.blocked(list: list)
+        cur.record.detail = "blocklist \(list): \(rule)"
+        let message = "Blocked by the block list '\(list)' (rule \(rule))."
+        if cur.head.isConnect { return respondLocally(403, message, result: .denied) }
+        let dest = cur.head.firstValue("sec-fetch-dest")?.lowercased()
+        let accept = cur.head.firstValue("accept")?.lowercased() ?? ""
+        let path = cur.target?.pathAndQuery.split(separator: "?", maxSplits: 1).first?.lowercased() ?? ""
+        let isImage = dest == "image"
+            || (dest == nil && (accept.hasPrefix("image/") || [".gif", ".png", ".jpg", ".jpeg", ".webp", ".svg", ".ico"].contains { path.hasSuffix($0) }))
+        if isImage {
+            return respondLocally(200, message, result: .denied, body: (LocalResponse.transparentGIF, "image/gif"))
+        }
+        let isDocument = dest == "document" || dest == "iframe" || dest == "frame" || (dest == nil && accept.contains("text/html"))
+        if isDocument { return respondLocally(403, message, result: .denied) }
+        respondLocally(204, message, result: .denied, body: ([], nil))
     }
 
     /// 407 asking for credentials. After failed logins from this client the answer waits
@@ -943,7 +966,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     // MARK: - Local answers
 
-    private func respondLocally(_ status: Int, _ message: String, result: ResultCode, headers: [(String, String)] = []) {
+    /// `body`: a fixed body and content type instead of the explanatory page (blocked images, 204).
+    private func respondLocally(
+        _ status: Int, _ message: String, result: ResultCode, headers: [(String, String)] = [], body: ([UInt8], String?)? = nil
+    ) {
         guard let context, let cur = current else { return }
         cur.record.status = status
         cur.record.result = result
@@ -952,10 +978,17 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         // must not be read as the next request.
         let mustClose = !cur.clientKeepAlive || !cur.requestBodyDone || status == 400 || quiescing || cur.head.isConnect
         if !cur.requestBodyDone { inbound = nil }
-        let page = LocalResponse.make(
-            status: status, message: message, request: "\(cur.head.method) \(cur.head.target)", html: cur.wantsHTML,
-            close: mustClose, headRequest: cur.head.isHead, via: settings.via, requestID: cur.requestID, headers: headers,
-            allocator: context.channel.allocator)
+        let page: ByteBuffer
+        if let (bytes, type) = body {
+            page = LocalResponse.fixed(
+                status: status, body: bytes, contentType: type, close: mustClose, headRequest: cur.head.isHead, via: settings.via,
+                allocator: context.channel.allocator)
+        } else {
+            page = LocalResponse.make(
+                status: status, message: message, request: "\(cur.head.method) \(cur.head.target)", html: cur.wantsHTML,
+                close: mustClose, headRequest: cur.head.isHead, via: settings.via, requestID: cur.requestID, headers: headers,
+                allocator: context.channel.allocator)
+        }
         cur.record.bytesOut += page.readableBytes
         cur.responseStarted = true
         context.write(wrapOutboundOut(page), promise: nil)

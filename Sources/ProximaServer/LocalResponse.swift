@@ -63,6 +63,29 @@ enum LocalResponse {
         return out
     }
 
+    /// A 1×1 transparent GIF (43 bytes), what blocked images are answered with.
+    static let transparentGIF: [UInt8] = [
+        0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xFF, 0xFF, 0xFF, 0x21, 0xF9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2C, 0x00, 0x00, 0x00, 0x00,
+        0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3B,
+    ]
+
+    /// A response with a given body (or none, for 204).
+    static func fixed(
+        status: Int, body: [UInt8], contentType: String?, close: Bool, headRequest: Bool, via: String?, allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        var out = allocator.buffer(capacity: body.count + 192)
+        out.writeString("HTTP/1.1 \(status) \(status == 204 ? "No Content" : reasonPhrase(status))\r\n")
+        if let contentType { out.writeString("Content-Type: \(contentType)\r\n") }
+        if status != 204 { out.writeString("Content-Length: \(body.count)\r\n") }
+        out.writeStaticString("Cache-Control: no-store\r\n")
+        if let via { out.writeString("Via: 1.1 \(via)\r\n") }
+        if close { out.writeStaticString("Connection: close\r\n") }
+        out.writeStaticString("\r\n")
+        if !headRequest { out.writeBytes(body) }
+        return out
+    }
+
     static func escapeHTML(_ s: String) -> String {
         var out = ""
         out.reserveCapacity(s.utf8.count)

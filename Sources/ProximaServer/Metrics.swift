@@ -103,6 +103,21 @@ final class ListenerMetrics: Sendable {
         requests = Mutex(Array(repeating: nil, count: Self.methods.count * Self.statusClasses.count * Self.results.count))
     }
 
+    /// proxima_blocked_total by list, made on first use.
+    private let blocks = Mutex<[String: Counter]>([:])
+
+    func blocked(list: String) {
+        let counter = blocks.withLock { all -> Counter in
+            if let c = all[list] { return c }
+            let c = registry.makeCounter(
+                descriptor: descriptor("blocked", "total", "Requests answered by a block list instead of being fetched, by list."),
+                labels: [("listener", listener), ("list", list)])
+            all[list] = c
+            return c
+        }
+        counter.increment()
+    }
+
     /// proxima_denied_total by rule, made on first use (denials are not the hot path).
     private let denials = Mutex<[String: Counter]>([:])
 

@@ -42,10 +42,12 @@ final class RuntimeSettings: Sendable {
     let protectedEndpoints: ProtectedEndpoints
     let auth: AuthConfig?
     let authCache: AuthCache
+    let blocklists: [BlockList]
 
     init(config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints()) {
         self.protectedEndpoints = protectedEndpoints
         self.auth = config.auth
+        self.blocklists = config.blocklists
         self.authCache = AuthCache(ttlSeconds: Int((config.auth?.cacheTTL.nanoseconds ?? 0) / 1_000_000_000))
         self.logsRequestID = config.logging.access.contains {
             $0.template.map { $0.source.contains("request_id") } ?? ($0.format == .json)

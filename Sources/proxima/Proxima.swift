@@ -99,6 +99,7 @@ struct Serve: AsyncParsableCommand {
         let admin = server.adminAddress.map { "; admin API on \($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? ""
         printError("proxima \(proximaVersion): forward proxy listening: \(where_.joined(separator: ", "))\(admin)\(config == nil ? " (built-in default)" : "")")
 
+        reportBlockLists(configuration, logger)
         let reloader = Reloader(path: config, started: configuration, server: server, logger: logger)
         server.setReloadAction { await reloader.reload() }
         for await sig in signals {
@@ -157,6 +158,7 @@ actor Reloader {
             for n in notes { logger.warning("\(n)") }
             do {
                 try await server.reload(newConfig)
+                reportBlockLists(newConfig, logger)
                 logger.notice("configuration reloaded from \(path)")
                 return ReloadOutcome(.reloaded, (["reloaded from \(path)"] + notes).joined(separator: "; "))
             } catch {
@@ -190,6 +192,14 @@ struct Check: ParsableCommand {
             for issue in errors.issues { printError("  \(issue)") }
             throw ExitCode(2)
         }
+    }
+}
+
+/// What each block list applied and what it had to leave out (never fatal).
+func reportBlockLists(_ config: ProximaConfiguration, _ logger: Logger) {
+    for list in config.blocklists {
+        let skipped = list.skipped.sorted { $0.value > $1.value }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
+        logger.notice("block list '\(list.name)' (\(list.source)): \(list.ruleCount) host rules\(skipped.isEmpty ? "" : "; not applied: \(skipped)")")
     }
 }
 

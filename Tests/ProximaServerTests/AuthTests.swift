@@ -104,3 +104,38 @@ struct AuthTests {
         }
     }
 }
+
+@Suite("Block lists through the proxy")
+struct BlockListProxyTests {
+    @Test func blockedRequestsGetAnswersThatDoNotBreakPages() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        let list = BlockList(name: "ads", source: "inline", format: .adblock, text: "||ads.example^\n||127.0.0.2^\n")
+        try await withAdminProxy(configure: { c in
+            c.blocklists = [list]
+            c.connect.allowedPorts = [443]
+        }) { proxy, port in
+            func ask(_ url: String, _ headers: String = "") async throws -> Reply {
+                try #require(try await send(proxy, ["GET \(url) HTTP/1.1\r\nHost: x\r\n\(headers)\r\n"]).replies.first)
+            }
+            let image = try await ask("http://cdn.ads.example/banner.png")
+            #expect(image.status == 200 && image.header("content-type") == "image/gif" && image.body.utf8.count == 43)
+            let byDest = try await ask("http://ads.example/x", "Sec-Fetch-Dest: image\r\n")
+            #expect(byDest.header("content-type") == "image/gif")
+            let page = try await ask("http://ads.example/", "Accept: text/html\r\n")
+            #expect(page.status == 403 && page.body.contains("ads") && page.body.contains("||ads.example^"))
+            let script = try await ask("http://ads.example/x.js", "Sec-Fetch-Dest: script\r\n")
+            #expect(script.status == 204)
+            let tunnel = try #require(try await send(proxy, ["CONNECT ads.example:443 HTTP/1.1\r\nHost: x\r\n\r\n"]).replies.first)
+            #expect(tunnel.status == 403)
+            // By IP literal too, and nothing else is touched.
+            #expect(try await ask("http://127.0.0.2:\(origin.port)/bytes/1").status == 204)
+            #expect(try await ask("\(origin.url)/bytes/1").status == 200)
+            let m = try await admin(port, "/metrics").body
+            #expect(metricValue(m, #"proxima_blocked_total{listener="test",list="ads"}"#) == 6)
+            let records = jsonRecords(await proxy.waitForAccessLog(count: 7))
+            #expect(records.filter { $0["result"] as? String == "TCP_DENIED" }.count == 6)
+            #expect(records.first?["detail"] as? String == "blocklist ads: ||ads.example^")
+        }
+    }
+}
