@@ -77,7 +77,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
 
         /// Whether a page the proxy writes should be HTML (decided only when one is written).
-        var wantsHTML: Bool { head.firstValue("accept")?.contains("text/html") ?? false }
+        var pageStyle: PageStyle { PageStyle(accept: head.firstValue("accept")) }
 
         init(record: Exchange, head: RequestHead, now: NIODeadline) {
             self.record = record
@@ -985,8 +985,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 allocator: context.channel.allocator)
         } else {
             page = LocalResponse.make(
-                status: status, message: message, request: "\(cur.head.method) \(cur.head.target)", html: cur.wantsHTML,
-                close: mustClose, headRequest: cur.head.isHead, via: settings.via, requestID: cur.requestID, headers: headers,
+                status: status, message: message, request: "\(cur.head.method) \(cur.head.target)", style: cur.pageStyle,
+                close: mustClose, headRequest: cur.head.isHead, via: settings.via, requestID: cur.requestID, detail: cur.record.detail,
+                headers: headers,
                 allocator: context.channel.allocator)
         }
         cur.record.bytesOut += page.readableBytes
@@ -1010,7 +1011,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         // The head could not be read, so neither could its Accept: plain text.
         let page = LocalResponse.make(
             status: error.status, message: "Proxima could not accept this request: \(error.reason).", request: nil,
-            html: false, close: true, via: settings.via, requestID: record.requestID, allocator: context.channel.allocator)
+            style: .text, close: true, via: settings.via, requestID: record.requestID, allocator: context.channel.allocator)
         record.bytesOut = page.readableBytes
         metrics.observe(record, host: nil, upstreamHeadNanoseconds: nil)
         settings.accessLog.record(record)
@@ -1080,7 +1081,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private func rejectTimeout() {
         guard let context else { return }
         let page = LocalResponse.make(
-            status: 408, message: "The request head did not arrive in time.", request: nil, html: false, close: true,
+            status: 408, message: "The request head did not arrive in time.", request: nil, style: .text, close: true,
             via: settings.via, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(page), promise: nil)
         closeAfterWrites()

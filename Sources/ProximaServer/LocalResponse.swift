@@ -1,8 +1,38 @@
 import Atomics
 import NIOCore
+import ProximaTelemetry
 
 /// Pages the proxy answers itself: errors, denials, and the page for requests aimed at the
 /// proxy. Short, saying why, HTML for browsers and plain text for everything else.
+/// How a page the proxy writes is presented: HTML for browsers, JSON for API clients, plain
+/// text for everything else (curl, scripts).
+enum PageStyle {
+    case text, html, json
+
+    var contentType: String {
+        switch self {
+        case .text: return "text/plain; charset=utf-8"
+        case .html: return "text/html; charset=utf-8"
+        case .json: return "application/json"
+        }
+    }
+
+    /// From the request's Accept field: HTML when it names text/html, JSON when it names JSON.
+    init(accept: String?) {
+        guard let accept = accept?.lowercased() else {
+            self = .text
+            return
+        }
+        if accept.contains("text/html") {
+            self = .html
+        } else if accept.contains("application/json") || accept.contains("+json") {
+            self = .json
+        } else {
+            self = .text
+        }
+    }
+}
+
 enum LocalResponse {
     static func reasonPhrase(_ status: Int) -> String {
         switch status {
@@ -27,12 +57,18 @@ enum LocalResponse {
 
     /// The complete response (head and body) as one buffer.
     static func make(
-        status: Int, message: String, request: String?, html: Bool, close: Bool, headRequest: Bool = false,
-        via: String?, requestID: String? = nil, headers: [(String, String)] = [], allocator: ByteBufferAllocator
+        status: Int, message: String, request: String?, style: PageStyle, close: Bool, headRequest: Bool = false,
+        via: String?, requestID: String? = nil, detail: String? = nil, headers: [(String, String)] = [], allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let reason = reasonPhrase(status)
         let body: String
-        if html {
+        let html = style == .html
+        if style == .json {
+            let q = AccessLogLineFormat.jsonString
+            body = "{\"status\":\(status),\"error\":\(q(reason)),\"message\":\(q(message))"
+                + (request.map { ",\"request\":" + q($0) } ?? "") + (requestID.map { ",\"request_id\":" + q($0) } ?? "")
+                + (detail.map { ",\"detail\":" + q($0) } ?? "") + ",\"proxy\":\"Proxima \(proximaVersion)\"}\n"
+        } else if html {
             var req = request.map { "<p>Request: <code>\(escapeHTML($0))</code></p>\n" } ?? ""
             if let requestID { req += "<p>Request id: <code>\(escapeHTML(requestID))</code> (quote it when reporting this)</p>\n" }
             body = """
@@ -51,7 +87,7 @@ enum LocalResponse {
         }
         var out = allocator.buffer(capacity: body.utf8.count + 256)
         out.writeString("HTTP/1.1 \(status) \(reason)\r\n")
-        out.writeString("Content-Type: \(html ? "text/html" : "text/plain"); charset=utf-8\r\n")
+        out.writeString("Content-Type: \(style.contentType)\r\n")
         out.writeString("Content-Length: \(body.utf8.count)\r\n")
         out.writeStaticString("Cache-Control: no-store\r\n")
         if let via { out.writeString("Via: 1.1 \(via)\r\n") }

@@ -139,3 +139,28 @@ struct BlockListProxyTests {
         }
     }
 }
+
+@Suite("Deny pages for browsers, API clients and scripts")
+struct DenyPageTests {
+    @Test func htmlJsonOrTextByAccept() async throws {
+        try await ProxyHarness.withProxy({ c in
+            c.access = AccessPolicy(rules: [AccessRule(name: "no-social", action: .deny, domains: [DomainPattern(".social.example")!])])
+        }) { proxy in
+            func ask(_ accept: String?) async throws -> Reply {
+                let a = accept.map { "Accept: \($0)\r\n" } ?? ""
+                return try #require(try await send(proxy, ["GET http://www.social.example/ HTTP/1.1\r\nHost: x\r\n\(a)\r\n"]).replies.first)
+            }
+            let html = try await ask("text/html,application/xhtml+xml")
+            #expect(html.header("content-type") == "text/html; charset=utf-8" && html.body.contains("no-social"))
+            let json = try await ask("application/json")
+            #expect(json.header("content-type") == "application/json")
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(json.body.utf8)) as? [String: Any])
+            #expect(obj["status"] as? Int == 403)
+            #expect(obj["detail"] as? String == "rule no-social")
+            #expect((obj["request_id"] as? String)?.isEmpty == false)
+            #expect((obj["message"] as? String)?.contains("no-social") == true)
+            let text = try await ask(nil)
+            #expect(text.header("content-type") == "text/plain; charset=utf-8" && text.body.hasPrefix("403 Forbidden\n"))
+        }
+    }
+}
