@@ -32,14 +32,16 @@ struct TunnelTests {
         defer { Task { await echo.stop() } }
         try await ProxyHarness.withProxy({
             $0.connect.allowedPorts = [echo.port]
-            $0.timeouts.tunnelIdle = .seconds(1)
+            // Long enough for the echo round trip on a loaded machine (1 s was seen to be too
+            // little with a build running beside the suite).
+            $0.timeouts.tunnelIdle = .seconds(3)
         }) { proxy in
             let client = PersistentClient(port: proxy.port)
             try await client.open()
             let text = try await client.request("CONNECT 127.0.0.1:\(echo.port) HTTP/1.1\r\nHost: x\r\n\r\nping") { $0.hasSuffix("ping") }
             #expect(text.hasPrefix("HTTP/1.1 200 Connection established"))
             // Nothing more is sent either way: the proxy closes the tunnel after the idle time.
-            #expect(await eventually { !client.isOpen })
+            #expect(await eventually(timeout: .seconds(20)) { !client.isOpen })
             let rec = try #require(jsonRecords(await proxy.waitForAccessLog(count: 1)).first)
             #expect(rec["detail"] as? String == "tunnel idle timeout")
             await client.close()
