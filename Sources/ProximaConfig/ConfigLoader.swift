@@ -262,8 +262,13 @@ final class NodeReader {
                     c.connect.allowedPorts = ports
                 }
             case "proxy":
-                mapping(node, path, keys: ["via", "via_name", "forwarded_for"]) { k, n, p in
+                mapping(node, path, keys: ["via", "via_name", "forwarded_for", "anonymize", "user_agent"]) { k, n, p in
                     switch k {
+                    case "anonymize": if let v = bool(n, p) { c.proxy.anonymize = v }
+                    case "user_agent":
+                        if let v = string(n, p) {
+                            if v.isEmpty || v.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) { fail(p, n, "must be printable text") } else { c.proxy.userAgent = v }
+                        }
                     case "via": if let v = bool(n, p) { c.proxy.via = v }
                     case "via_name":
                         if let v = string(n, p) {
@@ -437,9 +442,11 @@ final class NodeReader {
             var name: String?
             var role: ListenerRole?
             var address: ListenAddress?
-            mapping(item, p, keys: ["name", "role", "address"]) { k, n, kp in
+            var anonymize: Bool?
+            mapping(item, p, keys: ["name", "role", "address", "anonymize"]) { k, n, kp in
                 switch k {
                 case "name": name = string(n, kp)
+                case "anonymize": anonymize = bool(n, kp)
                 case "role": role = enumeration(n, kp, ListenerRole.self)
                 default:
                     listenerAddressLines[i] = n.mark?.line
@@ -451,7 +458,9 @@ final class NodeReader {
                 if m["role"] == nil { fail(p, item, "missing key 'role' (forward)") }
             }
             if let role, let address {
-                result.append(ListenerConfig(name: name ?? "\(role.rawValue)-\(i)", role: role, address: address))
+                var l = ListenerConfig(name: name ?? "\(role.rawValue)-\(i)", role: role, address: address)
+                l.anonymize = anonymize
+                result.append(l)
             }
         }
         return result

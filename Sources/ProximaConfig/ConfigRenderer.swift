@@ -19,6 +19,7 @@ extension ProximaConfiguration {
         out += "listeners:\n"
         for l in listeners {
             out += "  - name: \(quoted(l.name))\n    role: \(l.role.rawValue)\n    address: \(quoted(l.address.description))\n"
+            if let a = l.anonymize { out += "    anonymize: \(a)\n" }
         }
         out += "access:\n"
         if access.rules.isEmpty { out = String(out.dropLast()) + " []\n" }
@@ -43,7 +44,8 @@ extension ProximaConfiguration {
             }
         }
         out += "connect:\n  allowed_ports: \(list(connect.allowedPorts.sorted().map(String.init)))\n"
-        out += "proxy:\n  via: \(proxy.via)\n  via_name: \(quoted(proxy.viaName))\n  forwarded_for: \(proxy.forwardedFor.rawValue)\n"
+        out += "proxy:\n  via: \(proxy.via)\n  via_name: \(quoted(proxy.viaName))\n  forwarded_for: \(proxy.forwardedFor.rawValue)\n  anonymize: \(proxy.anonymize)\n"
+        if let ua = proxy.userAgent { out += "  user_agent: \(quoted(ua))\n" }
         out += "limits:\n  request_line: \(limits.requestLine)\n  headers: \(limits.headers)\n  max_connections: \(limits.maxConnections)\n"
         out += "timeouts:\n  client_header: \(timeouts.clientHeader)\n  idle: \(timeouts.idle)\n"
         out += "  upstream_connect: \(timeouts.upstreamConnect)\n  upstream_response: \(timeouts.upstreamResponse)\n"

@@ -49,6 +49,8 @@ public struct ListenerConfig: Sendable, Equatable {
     public var name: String
     public var role: ListenerRole
     public var address: ListenAddress
+    /// Overrides `proxy.anonymize` for this listener.
+    public var anonymize: Bool?
 
     public init(name: String, role: ListenerRole, address: ListenAddress) {
         self.name = name
@@ -71,6 +73,10 @@ public struct ProxyHeadersConfig: Sendable, Equatable {
     /// instances on different hosts do not mistake each other for a loop.
     public var viaName = defaultViaName()
     public var forwardedFor: ForwardedForMode = .add
+    /// The privacy profile for every listener that does not say otherwise.
+    public var anonymize = false
+    /// The User-Agent sent when anonymizing (default: a widespread browser's).
+    public var userAgent: String?
     public init() {}
 }
 

@@ -10,6 +10,73 @@ public enum ForwardedForMode: String, Sendable, Equatable, CaseIterable {
     case remove
 }
 
+/// Request headers changed to hide who the client is (a privacy profile): identifying fields
+/// removed, `User-Agent` replaced, `Referer` cut to its origin, cookies not sent to other sites
+/// than the page's.
+public struct Anonymizer: Sendable, Equatable {
+    /// Lowercase names of fields that are dropped.
+    public var remove: Set<String>
+    /// Client hints (`Sec-CH-UA…`) go too.
+    public var removeClientHints = true
+    public var userAgent: String?
+    public var refererToOrigin = true
+    public var dropThirdPartyCookies = true
+
+    public static let identifyingFields: Set<String> = [
+        "from", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "x-client-ip",
+        "client-ip", "true-client-ip", "cf-connecting-ip", "x-cluster-client-ip", "x-originating-ip", "via",
+    ]
+    /// A widespread browser's string, so the client blends in.
+    public static let commonUserAgent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
+    public init(remove: Set<String> = Anonymizer.identifyingFields, userAgent: String? = Anonymizer.commonUserAgent) {
+        self.remove = remove
+        self.userAgent = userAgent
+    }
+
+    /// The last two labels of a host: a rough "site" (no public-suffix list), enough to tell a
+    /// page's own requests from requests to other sites in the common case.
+    static func site(_ host: Substring) -> Substring {
+        var dots = 0
+        var i = host.endIndex
+        while i > host.startIndex {
+            let j = host.index(before: i)
+            if host[j] == "." {
+                dots += 1
+                if dots == 2 { return host[i...] }
+            }
+            i = j
+        }
+        return host
+    }
+
+    /// Where the authority of an absolute URL starts (just after `://`).
+    static func afterScheme(_ url: Substring) -> Substring.Index? {
+        guard let colon = url.firstIndex(of: ":") else { return nil }
+        let rest = url[colon...]
+        guard rest.hasPrefix("://") else { return nil }
+        return url.index(colon, offsetBy: 3)
+    }
+
+    /// The host of an absolute URL (`https://a.example:8443/x` → `a.example`).
+    static func urlHost(_ url: Substring) -> Substring? {
+        guard let start = afterScheme(url) else { return nil }
+        let rest = url[start...]
+        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        let hostPart = authority.split(separator: "@").last ?? authority
+        if hostPart.hasPrefix("[") { return hostPart.prefix { $0 != "]" }.dropFirst() }
+        return hostPart.prefix { $0 != ":" }
+    }
+
+    /// `scheme://authority/` of an absolute URL.
+    static func origin(_ url: Substring) -> Substring? {
+        guard let start = afterScheme(url) else { return nil }
+        let rest = url[start...]
+        let end = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+        return url[url.startIndex..<end]
+    }
+}
+
 /// Hop-by-hop rules of RFC 9110 section 7.6.1 plus the proxy-only fields, and the writers that
 /// turn a received head into the head sent on: fields copied as bytes from the received head,
 /// with framing fields written anew from the framing the proxy actually uses.
@@ -53,8 +120,11 @@ public enum HeadWriter {
     /// `Host` from the target, hop-by-hop fields removed, `Via` and `X-Forwarded-For` applied.
     public static func writeUpstreamRequest(
         _ head: RequestHead, target: RequestTarget, via: String?, forwardedFor: ForwardedForMode,
-        clientIP: String, into out: inout ByteBuffer
+        clientIP: String, anonymizer: Anonymizer? = nil, into out: inout ByteBuffer
     ) {
+        if let anonymizer {
+            return writeAnonymized(head, target: target, anonymizer: anonymizer, into: &out)
+        }
         // Everything written is either copied from the received head (at most all of it, plus
         // each X-Forwarded-For value a second time) or one of the strings counted here.
         let bound = 2 * head.bytes.readableBytes + head.method.utf8.count + target.pathAndQuery.utf8.count
@@ -97,6 +167,48 @@ public enum HeadWriter {
                 return w.count
             }
         }
+    }
+
+    /// The privacy profile's request: the identifying fields, `Via` and `X-Forwarded-For` are not
+    /// written; `User-Agent` and `Referer` are rewritten; cookies go only to the page's own site.
+    /// Not the hot path of an ordinary proxy, so written plainly.
+    static func writeAnonymized(_ head: RequestHead, target: RequestTarget, anonymizer a: Anonymizer, into out: inout ByteBuffer) {
+        out.writeString(head.method)
+        out.writeStaticString(" ")
+        out.writeString(target.pathAndQuery)
+        out.writeStaticString(" HTTP/1.1\r\nHost: ")
+        out.writeString(target.authority)
+        out.writeStaticString("\r\n")
+        let referer = head.firstValue("referer")
+        let crossSite = referer.flatMap { Anonymizer.urlHost(Substring($0)) }.map {
+            Anonymizer.site(Substring($0.lowercased())) != Anonymizer.site(Substring(target.host))
+        } ?? false
+        for f in head.fields {
+            let kind = classify(head.bytes, f)
+            if kind == .hopByHop || kind == .proxyAuthorization || kind == .contentLength || kind == .host { continue }
+            if isListed(head.bytes, f, in: head.connection) { continue }
+            let name = head.name(f).lowercased()
+            if a.remove.contains(name) { continue }
+            if a.removeClientHints, name.hasPrefix("sec-ch-") { continue }
+            switch name {
+            case "user-agent" where a.userAgent != nil: continue  // written below
+            case "referer" where a.refererToOrigin:
+                if let r = referer, let origin = Anonymizer.origin(Substring(r)) {
+                    out.writeString("Referer: \(origin)/\r\n")
+                }
+                continue
+            case "cookie" where a.dropThirdPartyCookies && crossSite: continue
+            default: break
+            }
+            head.bytes.withUnsafeReadableBytes { raw in out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[f.lineStart..<(f.lineEnd + 2)])) }
+        }
+        if let ua = a.userAgent { out.writeString("User-Agent: \(ua)\r\n") }
+        switch head.framing {
+        case .chunked: out.writeStaticString("Transfer-Encoding: chunked\r\n")
+        case .length(let n): out.writeString("Content-Length: \(n)\r\n")
+        case .none, .untilClose: break
+        }
+        out.writeStaticString("\r\n")
     }
 
     /// How the proxy frames a response body towards its client.

@@ -117,6 +117,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     let services: ServerServices
     let listenerName: String
     let metrics: ListenerMetrics
+    /// This listener's privacy profile, if it has one.
+    let anonymizer: Anonymizer?
     private var context: ChannelHandlerContext?
     private var clientText = "-"
     private var clientIP: IPAddress?
@@ -138,6 +140,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         self.services = services
         self.listenerName = listenerName
         self.metrics = metrics
+        self.anonymizer = settings.anonymizers[listenerName]
     }
 
     // MARK: - Channel events
@@ -562,7 +565,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var out = conn.channel.allocator.buffer(capacity: cur.head.bytes.readableBytes + 128)
         HeadWriter.writeUpstreamRequest(
             cur.head, target: cur.target!, via: settings.via, forwardedFor: settings.forwardedFor,
-            clientIP: clientText, into: &out)
+            clientIP: clientText, anonymizer: anonymizer, into: &out)
         conn.channel.write(out, promise: nil)
         upstreamNeedsFlush = true
         cur.requestSentAt = .now()

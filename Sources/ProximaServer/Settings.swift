@@ -43,11 +43,18 @@ final class RuntimeSettings: Sendable {
     let auth: AuthConfig?
     let authCache: AuthCache
     let blocklists: [BlockList]
+    /// The privacy profile by listener name (absent: off).
+    let anonymizers: [String: Anonymizer]
 
     init(config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints()) {
         self.protectedEndpoints = protectedEndpoints
         self.auth = config.auth
         self.blocklists = config.blocklists
+        var anonymizers: [String: Anonymizer] = [:]
+        for l in config.listeners where l.anonymize ?? config.proxy.anonymize {
+            anonymizers[l.name] = Anonymizer(userAgent: config.proxy.userAgent ?? Anonymizer.commonUserAgent)
+        }
+        self.anonymizers = anonymizers
         self.authCache = AuthCache(ttlSeconds: Int((config.auth?.cacheTTL.nanoseconds ?? 0) / 1_000_000_000))
         self.logsRequestID = config.logging.access.contains {
             $0.template.map { $0.source.contains("request_id") } ?? ($0.format == .json)

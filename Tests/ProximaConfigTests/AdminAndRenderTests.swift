@@ -42,6 +42,9 @@ struct AdminAndRenderTests {
         full.admin = AdminConfig(address: ListenAddress(host: "::1", port: 9380), token: "0123456789abcdef-token")
         full.listeners[0].name = "odd: name # with \"quotes\""
         full.workers = 3
+        full.proxy.anonymize = true
+        full.proxy.userAgent = "Mozilla/5.0 (X11)"
+        full.listeners[1].anonymize = false
         full.logging.access.append(AccessLogConfig(sink: .syslog(SyslogTarget(transport: .tcp, host: "::1", port: 601), .local4), format: .json))
         full.logging.access.append(AccessLogConfig(sink: .syslog(SyslogTarget(transport: .unix, host: "/dev/log"), .daemon), format: .squid))
         full.logging.access.append(AccessLogConfig(

@@ -90,3 +90,60 @@ struct HeadWriterTests {
         #expect(!HeadWriter.viaContains(head, pseudonym: "proxima"))
     }
 }
+
+@Suite("Anonymized requests")
+struct AnonymizerTests {
+    func anonymized(_ text: String, _ a: Anonymizer = Anonymizer()) throws -> String {
+        let head = try #require(try parseRequest(text))
+        let target = try RequestTarget.parseAbsolute(head.target)
+        var out = ByteBuffer()
+        HeadWriter.writeUpstreamRequest(head, target: target, via: "px", forwardedFor: .add, clientIP: "10.0.0.9", anonymizer: a, into: &out)
+        return out.readString(length: out.readableBytes)!
+    }
+
+    @Test func identifyingFieldsGoAndTheRestIsRewritten() throws {
+        let out = try anonymized("""
+            GET http://shop.example.com/cart?id=1 HTTP/1.1\r
+            Host: shop.example.com\r
+            User-Agent: MyRareBrowser/0.1 (build 4711)\r
+            Referer: https://www.example.com/private/page?token=secret\r
+            Cookie: session=abc\r
+            X-Forwarded-For: 192.168.1.20\r
+            Forwarded: for=192.168.1.20\r
+            From: alice@example.org\r
+            X-Real-IP: 192.168.1.20\r
+            Sec-CH-UA-Platform: "Linux"\r
+            Accept: text/html\r
+            Content-Length: 2\r
+            \r
+
+            """)
+        #expect(out.hasPrefix("GET /cart?id=1 HTTP/1.1\r\nHost: shop.example.com\r\n"))
+        for gone in ["MyRareBrowser", "secret", "private", "192.168.1.20", "10.0.0.9", "alice@", "Sec-CH-UA", "Via:", "X-Forwarded-For", "Forwarded:"] {
+            #expect(!out.contains(gone), "\(gone) was sent")
+        }
+        #expect(out.contains("User-Agent: \(Anonymizer.commonUserAgent)\r\n"))
+        #expect(out.contains("Referer: https://www.example.com/\r\n"))
+        // Same site (example.com): the cookie stays.
+        #expect(out.contains("Cookie: session=abc\r\n"))
+        #expect(out.contains("Accept: text/html\r\n"))
+        #expect(out.contains("Content-Length: 2\r\n"))
+        #expect(out.hasSuffix("\r\n\r\n"))
+    }
+
+    @Test func cookiesToOtherSitesAreDropped() throws {
+        let out = try anonymized("GET http://tracker.example.net/p HTTP/1.1\r\nHost: x\r\nReferer: https://news.example.com/a\r\nCookie: uid=42\r\n\r\n")
+        #expect(!out.contains("uid=42"))
+        let noReferer = try anonymized("GET http://tracker.example.net/p HTTP/1.1\r\nHost: x\r\nCookie: uid=42\r\n\r\n")
+        #expect(noReferer.contains("Cookie: uid=42"))
+    }
+
+    @Test func helpers() {
+        #expect(Anonymizer.site("a.b.example.com") == "example.com")
+        #expect(Anonymizer.site("localhost") == "localhost")
+        #expect(Anonymizer.urlHost("https://user@a.example:8443/x") == "a.example")
+        #expect(Anonymizer.urlHost("http://[::1]:80/") == "::1")
+        #expect(Anonymizer.origin("https://a.example:8443/x?y") == "https://a.example:8443")
+        #expect(Anonymizer.origin("not a url") == nil)
+    }
+}

@@ -165,3 +165,32 @@ struct DenyPageTests {
         }
     }
 }
+
+@Suite("Privacy profile through the proxy")
+struct AnonymizeProxyTests {
+    @Test func curlThroughAnAnonymizingListener() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ c in
+            c.listeners[0].anonymize = true
+            c.proxy.userAgent = "Mozilla/5.0 (common)"
+        }) { proxy in
+            let r = try run(curlPath, [
+                "-s", "-x", proxy.url, "-A", "curl-with-a-rare-agent/1.0", "-e", "https://intranet.corp.example/secret/page",
+                "-H", "X-Forwarded-For: 10.1.2.3", "-H", "From: bob@corp.example", "\(origin.url)/headers",
+            ])
+            let seen = r.output.lowercased()
+            #expect(seen.hasPrefix("get /headers http/1.1\n"))
+            #expect(seen.contains("user-agent: mozilla/5.0 (common)"))
+            #expect(seen.contains("referer: https://intranet.corp.example/\n"))
+            for gone in ["rare-agent", "secret", "10.1.2.3", "127.0.0.1\n", "bob@", "via:", "x-forwarded-for"] {
+                #expect(!seen.contains(gone), "\(gone) reached the origin")
+            }
+        }
+        // Off by default: the same request keeps its headers.
+        try await ProxyHarness.withProxy { proxy in
+            let r = try run(curlPath, ["-s", "-x", proxy.url, "-A", "curl-with-a-rare-agent/1.0", "\(origin.url)/headers"])
+            #expect(r.output.lowercased().contains("user-agent: curl-with-a-rare-agent/1.0"))
+        }
+    }
+}
