@@ -473,7 +473,7 @@ final class NodeReader {
             var hasAction = false
             let ruleKeys = [
                 "name", "action", "clients", "methods", "ports", "domains", "schemes", "url_prefixes", "url_regex", "headers", "time",
-                "users", "groups",
+                "users", "groups", "destinations",
             ]
             mapping(item, p, keys: ruleKeys) { k, n, kp in
                 switch k {
@@ -503,6 +503,12 @@ final class NodeReader {
                     var ports = Set<Int>()
                     sequence(n, kp) { _, pn, pp in if let v = int(pn, pp, in: 1...65535) { ports.insert(v) } }
                     rule.ports = ports
+                case "destinations":
+                    rule.destinations = stringList(n, kp).compactMap { s, sn, sp in
+                        if let c = CIDR(s) { return c }
+                        fail(sp, sn, "'\(s)' is not an IP address or CIDR network")
+                        return nil
+                    }
                 case "users": rule.users = Set(stringList(n, kp).map(\.0))
                 case "groups": rule.groups = Set(stringList(n, kp).map(\.0))
                 case "schemes":

@@ -36,6 +36,7 @@ extension ProximaConfiguration {
                 out += "    headers:" + (headers.isEmpty ? " {}\n" : "\n")
                 for h in headers { out += "      \(quoted(h.name)): \(h.pattern.map { quoted($0.source) } ?? "null")\n" }
             }
+            if let d = r.destinations { out += "    destinations: \(list(d.map { quoted($0.description) }))\n" }
             if let users = r.users { out += "    users: \(list(users.sorted().map(quoted)))\n" }
             if let groups = r.groups { out += "    groups: \(list(groups.sorted().map(quoted)))\n" }
             if let t = r.time {

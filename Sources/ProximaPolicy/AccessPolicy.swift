@@ -64,6 +64,9 @@ public struct AccessRule: Sendable, Equatable {
     public var headers: [HeaderCondition]?
     /// The request arrives inside this weekly window.
     public var time: TimeWindow?
+    /// The destination's address (an IP literal, or what its name resolves to) is in one of
+    /// these networks (Squid's `dst`).
+    public var destinations: [CIDR]?
     /// Authenticated user names (`*`: any authenticated user).
     public var users: Set<String>?
     /// The authenticated user belongs to one of these groups.
@@ -75,7 +78,8 @@ public struct AccessRule: Sendable, Equatable {
     public init(name: String, action: AccessAction, clients: [CIDR]? = nil, methods: Set<String>? = nil,
                 ports: Set<Int>? = nil, domains: [DomainPattern]? = nil, schemes: Set<String>? = nil,
                 urlPrefixes: [String]? = nil, urlPatterns: [URLPattern]? = nil, headers: [HeaderCondition]? = nil,
-                time: TimeWindow? = nil, users: Set<String>? = nil, groups: Set<String>? = nil) {
+                time: TimeWindow? = nil, users: Set<String>? = nil, groups: Set<String>? = nil, destinations: [CIDR]? = nil) {
+        self.destinations = destinations
         self.users = users
         self.groups = groups
         self.schemes = schemes
@@ -107,6 +111,9 @@ public struct AccessRule: Sendable, Equatable {
             }
         }
         if let time, !time.contains(unixSeconds: request.time) { return false }
+        if let destinations {
+            guard request.destinations.contains(where: { d in destinations.contains { $0.contains(d) } }) else { return false }
+        }
         if let users {
             guard let user = request.user, users.contains("*") || users.contains(user) else { return false }
         }
@@ -129,6 +136,8 @@ public struct AccessRequest: Sendable {
     public var scheme: String?
     /// Arrival time, Unix seconds (for time windows).
     public var time: Int
+    /// The destination's addresses (filled only when a rule has `destinations`).
+    public var destinations: [IPAddress] = []
     /// The user whose credentials were verified, if any, and their groups.
     public var user: String?
     public var groups: Set<String> = []
@@ -186,7 +195,11 @@ public struct AccessPolicy: Sendable, Equatable {
     public init(rules: [AccessRule]) {
         self.rules = rules
         self.usesIdentity = rules.contains { $0.needsIdentity }
+        self.usesDestinations = rules.contains { $0.destinations != nil }
     }
+
+    /// Whether any rule looks at destination addresses: only then are names resolved first.
+    public let usesDestinations: Bool
 
     /// Whether any rule needs the user: only then are credentials looked at.
     public let usesIdentity: Bool

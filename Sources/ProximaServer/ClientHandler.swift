@@ -359,11 +359,23 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     /// Finds out who the user is when a rule needs to know (Basic credentials, verified off the
     /// event loop and then cached), then applies the access rules and connects.
     private func admit(_ cur: Current, _ target: RequestTarget) {
+        guard settings.policy.usesDestinations, let context else { return identify(cur, target, destinations: []) }
+        // Rules on destination addresses need the name resolved first (the same cached answer
+        // is then used to connect).
+        if let literal = IPAddress(target.host) { return identify(cur, target, destinations: [literal]) }
+        services.resolver.resolve(host: target.host, port: target.port, on: context.eventLoop).assumeIsolated().whenComplete { [self] result in
+            guard self.current === cur, self.phase == .connecting else { return }
+            let addresses = (try? result.get())?.compactMap { $0.ipAddress.flatMap { IPAddress($0) } } ?? []
+            identify(cur, target, destinations: addresses)
+        }
+    }
+
+    private func identify(_ cur: Current, _ target: RequestTarget, destinations: [IPAddress]) {
         guard settings.policy.usesIdentity, let auth = settings.auth, let context,
             let token = cur.head.firstValue("proxy-authorization"), let (user, password) = basicCredentials(token)
-        else { return decide(cur, target, user: nil) }
+        else { return decide(cur, target, user: nil, destinations: destinations) }
         let now = cur.record.startSeconds
-        if let known = settings.authCache.user(for: token, now: now) { return decide(cur, target, user: known) }
+        if let known = settings.authCache.user(for: token, now: now) { return decide(cur, target, user: known, destinations: destinations) }
         let client = clientText
         services.threadPool.runIfActive(eventLoop: context.eventLoop) { auth.users.verify(user: user, password: password) }
             .assumeIsolated().whenComplete { [self] result in
@@ -371,17 +383,17 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 if case .success(true) = result {
                     settings.authCache.remember(token, user: user, now: now)
                     services.authFailures.succeeded(client)
-                    decide(cur, target, user: user)
+                    decide(cur, target, user: user, destinations: destinations)
                 } else {
                     // The user name is not secret and helps the administrator; the password
                     // never appears anywhere.
                     cur.record.detail = "authentication failed for user '\(user)'"
-                    decide(cur, target, user: nil, failedLogin: true)
+                    decide(cur, target, user: nil, destinations: destinations, failedLogin: true)
                 }
             }
     }
 
-    private func decide(_ cur: Current, _ target: RequestTarget, user: String?, failedLogin: Bool = false) {
+    private func decide(_ cur: Current, _ target: RequestTarget, user: String?, destinations: [IPAddress], failedLogin: Bool = false) {
         guard let ip = clientIP else {
             metrics.denied(by: "unknown client")
             return respondLocally(403, "The client address is unknown.", result: .denied)
@@ -389,6 +401,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var request = AccessRequest(
             client: ip, method: cur.head.method, host: target.host, port: target.port, url: cur.head.target,
             scheme: cur.head.isConnect ? nil : target.scheme, time: cur.record.startSeconds)
+        request.destinations = destinations
         if let user {
             cur.record.user = user
             request.user = user

@@ -144,6 +144,7 @@ struct ListsAndConditionsConfigTests {
               - name: lan
                 action: allow
                 clients: ["@lan"]
+                destinations: [0.0.0.0/0, "::/0"]
             lists:
               lan: [10.0.0.0/8, 192.168.0.0/16]
               social: {file: \(file)}

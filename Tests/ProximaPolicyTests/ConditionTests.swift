@@ -88,3 +88,20 @@ struct IdentityRuleTests {
         #expect(!AccessPolicy.localNetworksOnly.usesIdentity)
     }
 }
+
+@Suite("Destination networks")
+struct DestinationConditionTests {
+    @Test func anyResolvedAddressCounts() {
+        let rule = AccessRule(name: "internal", action: .deny, destinations: [CIDR("10.0.0.0/8")!, CIDR("fd00::/8")!])
+        var r = AccessRequest(client: IPAddress("192.168.1.1")!, method: "GET", host: "intranet", port: 80)
+        #expect(!rule.matches(r))  // nothing resolved: no match
+        r.destinations = [IPAddress("93.184.216.34")!, IPAddress("10.1.2.3")!]
+        #expect(rule.matches(r))
+        r.destinations = [IPAddress("fd12::1")!]
+        #expect(rule.matches(r))
+        r.destinations = [IPAddress("2001:db8::1")!]
+        #expect(!rule.matches(r))
+        #expect(AccessPolicy(rules: [rule]).usesDestinations)
+        #expect(!AccessPolicy.localNetworksOnly.usesDestinations)
+    }
+}

@@ -194,3 +194,29 @@ struct AnonymizeProxyTests {
         }
     }
 }
+
+@Suite("Destination address rules")
+struct DestinationRuleTests {
+    @Test func literalsAndResolvedNamesAreChecked() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ c in
+            c.access = AccessPolicy(rules: [
+                AccessRule(name: "no-loopback-name", action: .deny, domains: [DomainPattern("localhost")!], destinations: [CIDR("127.0.0.0/8")!, CIDR("::1/128")!]),
+                AccessRule(name: "no-127-0-0-2", action: .deny, destinations: [CIDR("127.0.0.2/32")!]),
+                AccessRule(name: "local", action: .allow, clients: [CIDR("127.0.0.0/8")!]),
+            ])
+            c.connect.allowedPorts = Set(1...65535)
+        }) { proxy in
+            func status(_ request: String) async throws -> Int? {
+                try await send(proxy, [request]).replies.first?.status
+            }
+            #expect(try await status("GET \(origin.url)/bytes/1 HTTP/1.1\r\nHost: x\r\n\r\n") == 200)
+            #expect(try await status("GET http://127.0.0.2:\(origin.port)/bytes/1 HTTP/1.1\r\nHost: x\r\n\r\n") == 403)
+            #expect(try await status("CONNECT 127.0.0.2:\(origin.port) HTTP/1.1\r\nHost: x\r\n\r\n") == 403)
+            // A name is resolved before the rule is applied.
+            let byName = try #require(try await send(proxy, ["GET http://localhost:\(origin.port)/bytes/1 HTTP/1.1\r\nHost: x\r\n\r\n"]).replies.first)
+            #expect(byName.status == 403 && byName.body.contains("no-loopback-name"))
+        }
+    }
+}
