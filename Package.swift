@@ -78,6 +78,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // Block-list matching benchmark (bench/blocklist.sh).
+        .executableTarget(name: "proxima-filter-bench", dependencies: ["ProximaPolicy"]),
         .testTarget(name: "ProximaConfigTests", dependencies: ["ProximaConfig", "ProximaPolicy", "ProximaTelemetry"]),
         .testTarget(name: "ProximaHTTP1Tests", dependencies: ["ProximaHTTP1"]),
         .testTarget(name: "ProximaPolicyTests", dependencies: ["ProximaPolicy"]),

@@ -363,6 +363,7 @@ final class NodeReader {
             }
             guard let file else { return fail(p, item, "missing key 'file'") }
             guard let text = readTextFile(file) else { return fail(p + ".file", item, "cannot read \(file)") }
+            guard lists.count < BlockListSet.maxLists else { return fail(p, item, "at most \(BlockListSet.maxLists) block lists") }
             let listName = name ?? "blocklist-\(i)"
             if lists.contains(where: { $0.name == listName }) { return fail(p + ".name", item, "the name '\(listName)' is used by an earlier list") }
             lists.append(BlockList(name: listName, source: file, format: format, text: text))

@@ -409,8 +409,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         let decision = settings.policy.evaluate(request, headers: RequestHeaders(current: cur))
         if decision.allowed {
-            for list in settings.blocklists {
-                if let rule = list.match(host: target.host) { return respondBlocked(cur, list: list.name, rule: rule) }
+            if !settings.blocklists.isEmpty, let (list, rule) = settings.blocklists.match(host: target.host) {
+                return respondBlocked(cur, list: list, rule: rule)
             }
             cur.record.result = cur.head.isConnect ? .tunnel : .miss
             return connectUpstream(cur, target, reuse: !cur.head.isConnect)

@@ -42,14 +42,14 @@ final class RuntimeSettings: Sendable {
     let protectedEndpoints: ProtectedEndpoints
     let auth: AuthConfig?
     let authCache: AuthCache
-    let blocklists: [BlockList]
+    let blocklists: BlockListSet
     /// The privacy profile by listener name (absent: off).
     let anonymizers: [String: Anonymizer]
 
     init(config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints()) {
         self.protectedEndpoints = protectedEndpoints
         self.auth = config.auth
-        self.blocklists = config.blocklists
+        self.blocklists = BlockListSet(config.blocklists)
         var anonymizers: [String: Anonymizer] = [:]
         for l in config.listeners where l.anonymize ?? config.proxy.anonymize {
             anonymizers[l.name] = Anonymizer(userAgent: config.proxy.userAgent ?? Anonymizer.commonUserAgent)

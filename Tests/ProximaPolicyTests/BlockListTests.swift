@@ -89,3 +89,53 @@ struct BlockListTests {
         #expect(list.match(host: "example.org") == nil)
     }
 }
+
+@Suite("Block lists compiled together")
+struct BlockListSetTests {
+    @Test func firstListWinsAndExceptionsStayInTheirList() {
+        let a = BlockList(name: "a", source: "t", format: .adblock, text: "||ads.example^\n@@||ok.shared.example^\n||shared.example^\n")
+        let b = BlockList(name: "b", source: "t", format: .hosts, text: "0.0.0.0 shared.example\n0.0.0.0 only-b.example\n")
+        let c = BlockList(name: "c", source: "t", format: .adblock, text: "||ok.shared.example^$important\n")
+        let set = BlockListSet([a, b, c])
+        #expect(set.match(host: "x.ads.example")! == ("a", "||ads.example^"))
+        #expect(set.match(host: "shared.example")! == ("a", "||shared.example^"))
+        // a's exception does not silence b, and c's $important wins over it.
+        #expect(set.match(host: "ok.shared.example")!.list == "b")
+        #expect(BlockListSet([a, c]).match(host: "ok.shared.example")! == ("c", "||ok.shared.example^$important"))
+        #expect(BlockListSet([a]).match(host: "ok.shared.example") == nil)
+        #expect(set.match(host: "only-b.example")! == ("b", "only-b.example"))
+        #expect(set.match(host: "example") == nil)
+        #expect(BlockListSet([]).match(host: "ads.example") == nil)
+    }
+
+    /// Every host of a generated mix gets the same answer from the set as from the lists one by
+    /// one (the set is only a faster index).
+    @Test func agreesWithTheListsOneByOne() throws {
+        let path = "\(BlockListTests.assets)/easylist/easyprivacy.txt"
+        let text = try #require(try? String(contentsOfFile: path, encoding: .utf8), "\(path) is missing")
+        let list = BlockList(name: "ep", source: path, format: .adblock, text: text)
+        let hosts = HostMix.hosts(from: text, count: 3000)
+        let set = BlockListSet([list])
+        for h in hosts {
+            #expect((set.match(host: h)?.rule) == list.match(host: h), "\(h)")
+        }
+    }
+}
+
+enum HostMix {
+    static func hosts(from text: String, count: Int) -> [String] {
+        var listed: [String] = []
+        for line in text.split(separator: "\n") where line.hasPrefix("||") && line.hasSuffix("^") {
+            let h = String(line.dropFirst(2).dropLast())
+            if BlockList.hostName(h) != nil { listed.append(h) }
+        }
+        var rng = SystemRandomNumberGenerator()
+        return (0..<count).map { i in
+            switch i % 3 {
+            case 0: return listed.randomElement(using: &rng) ?? "a.example"
+            case 1: return "cdn." + (listed.randomElement(using: &rng) ?? "a.example")
+            default: return "www.site\(i).example"
+            }
+        }
+    }
+}
