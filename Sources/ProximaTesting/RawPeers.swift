@@ -138,8 +138,12 @@ public enum RawClient {
         public var closedByServer: Bool
     }
 
+    /// `writeOnConnect`: the parts are written by the event loop as soon as the connection is up,
+    /// not by the awaiting task; for tests whose timing starts at connect (a test task may wait
+    /// seconds for a thread when other tests block the concurrency pool).
     public static func exchange(
         port: Int, host: String = "127.0.0.1", send: [String], halfClose: Bool = false, timeout: TimeAmount = .seconds(10),
+        writeOnConnect: Bool = false,
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, until: (@Sendable (String) -> Bool)? = nil
     ) async throws -> Reply {
         let promise = group.next().makePromise(of: Reply.self)
@@ -149,7 +153,8 @@ public enum RawClient {
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(CollectHandler(promise: promise, until: until))
+                        try channel.pipeline.syncOperations.addHandler(
+                            CollectHandler(promise: promise, until: until, onConnect: writeOnConnect ? send.joined() : nil))
                     }
                 }
                 .connect(host: host, port: port).get()
@@ -157,8 +162,10 @@ public enum RawClient {
             promise.fail(error)
             throw error
         }
-        for part in send {
-            try await channel.writeAndFlush(ByteBuffer(string: part))
+        if !writeOnConnect {
+            for part in send {
+                try await channel.writeAndFlush(ByteBuffer(string: part))
+            }
         }
         if halfClose { try await channel.close(mode: .output) }
         let timer = channel.eventLoop.scheduleTask(in: timeout) {
@@ -180,9 +187,17 @@ final class CollectHandler: ChannelInboundHandler {
     var text = ""
     var done = false
 
-    init(promise: EventLoopPromise<RawClient.Reply>, until: (@Sendable (String) -> Bool)?) {
+    let onConnect: String?
+
+    init(promise: EventLoopPromise<RawClient.Reply>, until: (@Sendable (String) -> Bool)?, onConnect: String? = nil) {
         self.promise = promise
         self.until = until
+        self.onConnect = onConnect
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if let onConnect { context.writeAndFlush(NIOAny(ByteBuffer(string: onConnect)), promise: nil) }
+        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -95,11 +95,12 @@ final class Receiver: @unchecked Sendable {
     }
 }
 
-func waitFor(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+/// Polls without holding a thread of the concurrency pool (other tests need them).
+func waitFor(_ seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if condition() { return true }
-        usleep(10_000)
+        try? await Task.sleep(for: .milliseconds(10))
     }
     return condition()
 }
@@ -130,7 +131,7 @@ struct SyslogTests {
         #expect(long.count < SyslogFormatter.maxMessage + 100)
     }
 
-    @Test func udpDeliversOneDatagramPerRecord() throws {
+    @Test func udpDeliversOneDatagramPerRecord() async throws {
         let r = try Receiver(tcp: false)
         defer { r.stop() }
         let w = try AccessLogWriter([(.syslog(SyslogTarget(transport: .udp, host: "127.0.0.1", port: r.port), .local0), .squid)])
@@ -140,7 +141,7 @@ struct SyslogTests {
             w.record(e)
         }
         w.flush()
-        #expect(waitFor { r.receivedDatagrams.count == 50 })
+        #expect(await waitFor { r.receivedDatagrams.count == 50 })
         let texts = r.receivedDatagrams.map { String(decoding: $0, as: UTF8.self) }
         #expect(texts.allSatisfy { $0.hasPrefix("<134>1 2023-11-14T22:13:20.007Z ") && $0.contains(" proxima ") })
         #expect(texts.first?.hasSuffix("TCP_MISS/200 1234 GET http://example.com/0 - HIER_DIRECT/93.184.216.34:80 text/html;%20charset=utf-8") == true)
@@ -148,7 +149,7 @@ struct SyslogTests {
         w.shutdown()
     }
 
-    @Test func tcpUsesOctetCountingInOrder() throws {
+    @Test func tcpUsesOctetCountingInOrder() async throws {
         let r = try Receiver(tcp: true)
         defer { r.stop() }
         let w = try AccessLogWriter([(.syslog(SyslogTarget(transport: .tcp, host: "127.0.0.1", port: r.port), .local0), .json)])
@@ -158,7 +159,7 @@ struct SyslogTests {
             w.record(e)
         }
         w.flush()
-        #expect(waitFor { r.frames?.count == 200 })
+        #expect(await waitFor { r.frames?.count == 200 })
         let frames = try #require(r.frames)
         for (i, f) in frames.enumerated() {
             #expect(f.contains("\"url\":\"http://example.com/\(i) with space\""), "frame \(i) out of order or damaged")
@@ -168,7 +169,7 @@ struct SyslogTests {
 
     /// A log server that accepts but never reads: the sender's queue stays bounded, the oldest
     /// records are dropped and counted, and recording never waits.
-    @Test func aStalledServerCostsOnlyTheBoundedQueue() throws {
+    @Test func aStalledServerCostsOnlyTheBoundedQueue() async throws {
         let r = try Receiver(tcp: true, reads: false)
         defer { r.stop() }
         let w = try AccessLogWriter([(.syslog(SyslogTarget(transport: .tcp, host: "127.0.0.1", port: r.port), .local0), .squid)], syslogCapacity: 1000)
@@ -177,13 +178,13 @@ struct SyslogTests {
         // Recording only queues: it does not wait for the stalled server.
         #expect(Date().timeIntervalSince(start) < 5)
         // The socket's buffers fill, then the sender's queue, then the oldest are dropped.
-        #expect(waitFor(30) { w.droppedCount > 0 })
+        #expect(await waitFor(30) { w.droppedCount > 0 })
         w.shutdown()
     }
 
     /// A server that is down loses at most what the queue cannot hold; once it is up, delivery
     /// resumes after the back-off, oldest kept records first.
-    @Test func reconnectsWhenTheServerComesBack() throws {
+    @Test func reconnectsWhenTheServerComesBack() async throws {
         // A port with nobody listening: take one and close it.
         let probe = try Receiver(tcp: true)
         let port = probe.port
@@ -196,8 +197,8 @@ struct SyslogTests {
         // Bring a server up on that port and wait for the retry.
         let server = try TCPServerOnPort(port)
         defer { server.stop() }
-        #expect(waitFor { sender.sentCount == 10 })
-        #expect(waitFor { server.text.contains("3 m24") })
+        #expect(await waitFor { sender.sentCount == 10 })
+        #expect(await waitFor { server.text.contains("3 m24") })
         #expect(server.text.hasPrefix("3 m15"))
         sender.shutdown()
     }
