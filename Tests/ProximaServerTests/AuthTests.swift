@@ -97,11 +97,8 @@ struct AuthTests {
             let ok = "GET \(origin.url)/bytes/3 HTTP/1.1\r\nHost: x\r\n" + basic("alice", "s3cret pass") + "\r\n"
             let okStatus = try await send(proxy, [ok]).replies.first?.status
             #expect(okStatus == 200)
-            let start = clock.now
-            let again = try await send(proxy, [get]).replies.first?.status
-            #expect(again == 407)
-            // The count was cleared: no 2-second wait (a generous bound, the machine may be loaded).
-            #expect(clock.now - start < .milliseconds(1500))
+            // That a success clears the count is checked without clocks in LiveStatsTests
+            // (an upper time bound here failed on a loaded machine).
         }
     }
 }

@@ -39,3 +39,23 @@ struct LiveStatsTests {
         #expect(t.top(1000).count <= 101)
     }
 }
+
+@Suite("Login failure slowdown")
+struct AuthFailuresTests {
+    @Test func delaysGrowAreClearedAndExpire() {
+        let f = AuthFailures()
+        #expect(f.delay(for: "10.0.0.1", now: 1000) == .zero)
+        f.failed("10.0.0.1", now: 1000)
+        #expect(f.delay(for: "10.0.0.1", now: 1000) == .milliseconds(250))
+        f.failed("10.0.0.1", now: 1001)
+        f.failed("10.0.0.1", now: 1002)
+        #expect(f.delay(for: "10.0.0.1", now: 1002) == .milliseconds(1000))
+        for t in 0..<10 { f.failed("10.0.0.1", now: 1003 + t) }
+        #expect(f.delay(for: "10.0.0.1", now: 1020) == .milliseconds(8000))
+        #expect(f.delay(for: "10.0.0.2", now: 1020) == .zero)  // per client
+        f.succeeded("10.0.0.1")
+        #expect(f.delay(for: "10.0.0.1", now: 1020) == .zero)
+        f.failed("10.0.0.3", now: 2000)
+        #expect(f.delay(for: "10.0.0.3", now: 2000 + 601) == .zero)  // ten quiet minutes
+    }
+}
