@@ -70,9 +70,9 @@ struct AuthTests {
                 until: { $0.contains("ping") })
             #expect(r.text.hasPrefix("HTTP/1.1 200"))
             // curl answers the 407 itself when given -U (and sends Basic straight away).
-            let code = try run(curlPath, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy.url, "-U", "alice:s3cret pass", "\(origin.url)/bytes/1"]).output
+            let code = try await run(curlPath, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy.url, "-U", "alice:s3cret pass", "\(origin.url)/bytes/1"]).output
             #expect(code == "200")
-            let noLogin = try run(curlPath, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy.url, "\(origin.url)/bytes/1"]).output
+            let noLogin = try await run(curlPath, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy.url, "\(origin.url)/bytes/1"]).output
             #expect(noLogin == "407")
         }
     }
@@ -172,7 +172,7 @@ struct AnonymizeProxyTests {
             c.listeners[0].anonymize = true
             c.proxy.userAgent = "Mozilla/5.0 (common)"
         }) { proxy in
-            let r = try run(curlPath, [
+            let r = try await run(curlPath, [
                 "-s", "-x", proxy.url, "-A", "curl-with-a-rare-agent/1.0", "-e", "https://intranet.corp.example/secret/page",
                 "-H", "X-Forwarded-For: 10.1.2.3", "-H", "From: bob@corp.example", "\(origin.url)/headers",
             ])
@@ -186,7 +186,7 @@ struct AnonymizeProxyTests {
         }
         // Off by default: the same request keeps its headers.
         try await ProxyHarness.withProxy { proxy in
-            let r = try run(curlPath, ["-s", "-x", proxy.url, "-A", "curl-with-a-rare-agent/1.0", "\(origin.url)/headers"])
+            let r = try await run(curlPath, ["-s", "-x", proxy.url, "-A", "curl-with-a-rare-agent/1.0", "\(origin.url)/headers"])
             #expect(r.output.lowercased().contains("user-agent: curl-with-a-rare-agent/1.0"))
         }
     }

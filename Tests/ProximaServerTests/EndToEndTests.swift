@@ -114,7 +114,7 @@ struct EndToEndTests {
         defer { Task { await origin.stop() } }
         let proxima = try ProximaProcess(yaml: forwardConfig())
         defer { proxima.stop() }
-        let r = try run(curlPath, ["-s", "-S", "-x", "http://127.0.0.1:\(proxima.port)", "-D", "-", "\(origin.url)/bytes/2048"])
+        let r = try await run(curlPath, ["-s", "-S", "-x", "http://127.0.0.1:\(proxima.port)", "-D", "-", "\(origin.url)/bytes/2048"])
         #expect(r.status == 0, "\(r.error)")
         #expect(r.output.hasPrefix("HTTP/1.1 200 OK"))
         #expect(r.output.contains("Via: 1.1 "))
@@ -122,17 +122,17 @@ struct EndToEndTests {
     }
 
     @Test func curlHTTPSThroughConnect() async throws {
-        let tls = try TLSOrigin.start()
+        let tls = try await TLSOrigin.start()
         defer { tls.stop() }
         let proxima = try ProximaProcess(yaml: forwardConfig(extra: "connect:\n  allowed_ports: [\(tls.port)]\n"))
         defer { proxima.stop() }
-        let r = try run(curlPath, ["-s", "-S", "--cacert", tls.certPath, "-x", "http://127.0.0.1:\(proxima.port)", "https://localhost:\(tls.port)/hello.txt"])
+        let r = try await run(curlPath, ["-s", "-S", "--cacert", tls.certPath, "-x", "http://127.0.0.1:\(proxima.port)", "https://localhost:\(tls.port)/hello.txt"])
         #expect(r.status == 0, "\(r.error)")
         #expect(r.output == "hello over tls\n")
         // The default CONNECT policy (port 443 only) refuses other ports.
         let strict = try ProximaProcess(yaml: forwardConfig())
         defer { strict.stop() }
-        let denied = try run(curlPath, ["-s", "-o", "/dev/null", "-w", "%{http_connect}", "--cacert", tls.certPath, "-x", "http://127.0.0.1:\(strict.port)", "https://localhost:\(tls.port)/hello.txt"])
+        let denied = try await run(curlPath, ["-s", "-o", "/dev/null", "-w", "%{http_connect}", "--cacert", tls.certPath, "-x", "http://127.0.0.1:\(strict.port)", "https://localhost:\(tls.port)/hello.txt"])
         #expect(denied.output == "403")
     }
 
@@ -152,37 +152,37 @@ struct EndToEndTests {
             with opener.open(req, timeout=10) as r:
                 print(r.read().decode())
             """
-        let r = try run("/usr/bin/env", ["python3", "-c", script])
+        let r = try await run("/usr/bin/env", ["python3", "-c", script])
         #expect(r.status == 0, "\(r.error)")
         #expect(r.output.hasPrefix("200 True\n"))
         #expect(r.output.lowercased().contains("x-forwarded-for: 127.0.0.1"))
         #expect(r.output.hasSuffix("posted by python\n"))
     }
 
-    @Test func checkCommandListsEveryProblem() throws {
+    @Test func checkCommandListsEveryProblem() async throws {
         let bad = makeTempPath("proxima-bad", ".yaml")
         defer { unlink(bad) }
         writeFile(bad, "listeners:\n  - role: forward\n    address: 127.0.0.1:99999\ntimeouts:\n  idle: forever\n")
-        let r = try run(ProximaProcess.binaryPath, ["check", "--config", bad])
+        let r = try await run(ProximaProcess.binaryPath, ["check", "--config", bad])
         #expect(r.status == 2)
         #expect(r.error.contains("listeners[0].address: port 99999 is out of range (0-65535) (line 3)"))
         #expect(r.error.contains("timeouts.idle: 'forever' is not a duration"))
         let good = makeTempPath("proxima-good", ".yaml")
         defer { unlink(good) }
         writeFile(good, forwardConfig())
-        let ok = try run(ProximaProcess.binaryPath, ["check", "--config", good])
+        let ok = try await run(ProximaProcess.binaryPath, ["check", "--config", good])
         #expect(ok.status == 0)
         #expect(ok.output.contains("OK"))
         // `serve` refuses a bad file the same way.
-        let serve = try run(ProximaProcess.binaryPath, ["serve", "--config", bad])
+        let serve = try await run(ProximaProcess.binaryPath, ["serve", "--config", bad])
         #expect(serve.status == 2)
         #expect(serve.error.contains("(line 3)"))
     }
 
-    @Test func versionAndHelp() throws {
-        let v = try run(ProximaProcess.binaryPath, ["--version"])
+    @Test func versionAndHelp() async throws {
+        let v = try await run(ProximaProcess.binaryPath, ["--version"])
         #expect(v.output.trimmingCharacters(in: .whitespacesAndNewlines) == "0.1.0")
-        let h = try run(ProximaProcess.binaryPath, ["--help"])
+        let h = try await run(ProximaProcess.binaryPath, ["--help"])
         #expect(h.output.contains("Examples:"))
         #expect(h.output.contains("127.0.0.1:3128"))
     }
@@ -193,20 +193,20 @@ struct EndToEndTests {
         let proxima = try ProximaProcess(yaml: forwardConfig())
         defer { proxima.stop() }
         let url = "\(origin.url)/bytes/5"
-        func status() throws -> String {
-            try run(curlPath, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://127.0.0.1:\(proxima.port)", url]).output
+        func status() async throws -> String {
+            try await run(curlPath, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://127.0.0.1:\(proxima.port)", url]).output
         }
-        #expect(try status() == "200")
+        #expect(try await status() == "200")
         // Same listener (its port is now fixed), but nobody is allowed any more.
         let listenerBlock = "listeners:\n  - name: e2e\n    role: forward\n    address: 127.0.0.1:\(proxima.port)\n"
         writeFile(proxima.configPath, listenerBlock + "access:\n  - name: maintenance\n    action: deny\n")
         proxima.signal(SIGHUP)
-        #expect(try await eventually { try status() == "403" })
+        #expect(try await eventually { try await status() == "403" })
         // A broken file is refused; the running configuration stays.
         writeFile(proxima.configPath, listenerBlock + "access:\n  - action: perhaps\n")
         proxima.signal(SIGHUP)
         #expect(await eventually { proxima.stderrSoFar().contains("reload refused") })
-        #expect(try status() == "403")
+        #expect(try await status() == "403")
     }
 
     /// logrotate's way: move the file away, send SIGUSR1, the next lines go to a new file.
@@ -227,15 +227,15 @@ struct EndToEndTests {
                   template: "$status $url"
             """)
         defer { proxima.stop() }
-        func fetch(_ path: String) throws {
-            _ = try run(curlPath, ["-s", "-o", "/dev/null", "-x", "http://127.0.0.1:\(proxima.port)", "\(origin.url)\(path)"])
+        func fetch(_ path: String) async throws {
+            _ = try await run(curlPath, ["-s", "-o", "/dev/null", "-x", "http://127.0.0.1:\(proxima.port)", "\(origin.url)\(path)"])
         }
-        try fetch("/bytes/1")
+        try await fetch("/bytes/1")
         #expect(await eventually { (readFile(log) ?? "").contains("200 \(origin.url)/bytes/1") })
         #expect(rename(log, log + ".1") == 0)
         proxima.signal(SIGUSR1)
         #expect(await eventually { proxima.stderrSoFar().contains("SIGUSR1") })
-        try fetch("/bytes/2")
+        try await fetch("/bytes/2")
         #expect(await eventually { (readFile(log) ?? "") == "200 \(origin.url)/bytes/2\n" })
         #expect(readFile(log + ".1") == "200 \(origin.url)/bytes/1\n")
     }
@@ -257,9 +257,9 @@ struct EndToEndTests {
         let peak = PeakSampler(pid: proxima.pid)
         peak.start()
         let gib = 1 << 30
-        let down = try run(curlPath, ["-s", "-S", "-o", "/dev/null", "-w", "%{size_download}", "-x", "http://127.0.0.1:\(proxima.port)", "\(origin.url)/stream/\(gib)"])
+        let down = try await run(curlPath, ["-s", "-S", "-o", "/dev/null", "-w", "%{size_download}", "-x", "http://127.0.0.1:\(proxima.port)", "\(origin.url)/stream/\(gib)"])
         #expect(down.output == String(gib), "\(down.error)")
-        let up = try run("/bin/bash", ["-c", "head -c \(gib) /dev/zero | \(curlPath) -s -S -x http://127.0.0.1:\(proxima.port) -T - \(origin.url)/count"])
+        let up = try await run("/bin/bash", ["-c", "head -c \(gib) /dev/zero | \(curlPath) -s -S -x http://127.0.0.1:\(proxima.port) -T - \(origin.url)/count"])
         #expect(up.output == String(gib), "\(up.error)")
         let maxRSS = peak.stop()
         // A sampler that read nothing would pass the bound below; make sure it measured.
@@ -334,10 +334,10 @@ final class TLSOrigin: @unchecked Sendable {
         self.port = port
     }
 
-    static func start() throws -> TLSOrigin {
+    static func start() async throws -> TLSOrigin {
         let dir = makeTempPath("proxima-tls", "")
         mkdir(dir, 0o700)
-        let gen = try run("/usr/bin/openssl", [
+        let gen = try await run("/usr/bin/openssl", [
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem",
         ])
@@ -377,6 +377,6 @@ final class TLSOrigin: @unchecked Sendable {
         // SIGKILL: a child may inherit a signal mask with SIGTERM blocked from the test runner.
         if let child, child.isRunning { kill(child.processIdentifier, SIGKILL) }
         child?.waitUntilExit()
-        _ = try? run("/bin/rm", ["-rf", dir])
+        _ = try? runBlocking("/bin/rm", ["-rf", dir])
     }
 }

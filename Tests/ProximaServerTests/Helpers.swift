@@ -126,9 +126,19 @@ func jsonRecords(_ lines: [String]) -> [[String: Any]] {
     lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
 }
 
-/// Runs a command line tool, returning its exit status and standard output.
+/// Runs a command line tool, returning its exit status and standard output. The waiting happens
+/// on a thread of its own: blocking a thread of the concurrency pool (two on this machine)
+/// delays every other test's tasks, past their timeouts.
 @discardableResult
-func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String, error: String) {
+func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> (status: Int32, output: String, error: String) {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { try runBlocking(executable, arguments, environment: environment) })
+        }
+    }
+}
+
+func runBlocking(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String, error: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
