@@ -87,7 +87,8 @@ public struct PasswordFile: Sendable, Equatable {
     }
 }
 
-func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+/// Equality whose time does not depend on where the inputs differ (secrets, tokens).
+public func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     var diff = UInt8(a.count == b.count ? 0 : 1)
     for i in 0..<max(a.count, b.count) { diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0) }
     return diff == 0

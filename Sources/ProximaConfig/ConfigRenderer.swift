@@ -87,25 +87,9 @@ extension ProximaConfiguration {
 /// Shown in the rendered file's first line.
 let proximaConfigSchemaVersion = "configuration schema 1"
 
-/// A YAML double-quoted scalar: safe for any text (colons, '#', leading symbols, unicode).
-private func quoted(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 || u.value == 0x7F {
-                out += "\\x" + (u.value < 0x10 ? "0" : "") + String(u.value, radix: 16)
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
-}
+/// A YAML double-quoted scalar: JSON's string syntax is a subset of it, so the access log's
+/// JSON escaper serves (colons, '#', quotes, control characters, any unicode).
+private func quoted(_ s: String) -> String { AccessLogLineFormat.jsonString(s) }
 
 private func list(_ items: [String]) -> String { "[" + items.joined(separator: ", ") + "]" }
 

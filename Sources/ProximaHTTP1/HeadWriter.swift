@@ -132,12 +132,7 @@ public enum HeadWriter {
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
             head.bytes.withUnsafeReadableBytes { src in
                 var w = BoundedWriter(dst)
-                w.append(head.method)
-                w.append(" ")
-                w.append(target.pathAndQuery)
-                w.append(" HTTP/1.1\r\nHost: ")
-                w.append(target.authority)
-                w.append("\r\n")
+                writeRequestLine(head, target: target, into: &w)
                 var forwarded: [FieldRange] = []
                 copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
                     switch kind {
@@ -158,11 +153,7 @@ public enum HeadWriter {
                     w.append("\r\n")
                 }
                 if let via { writeVia(via, receivedWith: head.version, into: &w) }
-                switch head.framing {
-                case .chunked: writeFraming(.chunked, into: &w)
-                case .length(let n): writeFraming(.length(n), into: &w)
-                case .none, .untilClose: break
-                }
+                writeRequestFraming(head.framing, into: &w)
                 w.append("\r\n")
                 return w.count
             }
@@ -171,44 +162,66 @@ public enum HeadWriter {
 
     /// The privacy profile's request: the identifying fields, `Via` and `X-Forwarded-For` are not
     /// written; `User-Agent` and `Referer` are rewritten; cookies go only to the page's own site.
-    /// Not the hot path of an ordinary proxy, so written plainly.
     static func writeAnonymized(_ head: RequestHead, target: RequestTarget, anonymizer a: Anonymizer, into out: inout ByteBuffer) {
-        out.writeString(head.method)
-        out.writeStaticString(" ")
-        out.writeString(target.pathAndQuery)
-        out.writeStaticString(" HTTP/1.1\r\nHost: ")
-        out.writeString(target.authority)
-        out.writeStaticString("\r\n")
         let referer = head.firstValue("referer")
         let crossSite = referer.flatMap { Anonymizer.urlHost(Substring($0)) }.map {
             Anonymizer.site(Substring($0.lowercased())) != Anonymizer.site(Substring(target.host))
         } ?? false
-        for f in head.fields {
-            let kind = classify(head.bytes, f)
-            if kind == .hopByHop || kind == .proxyAuthorization || kind == .contentLength || kind == .host { continue }
-            if isListed(head.bytes, f, in: head.connection) { continue }
-            let name = head.name(f).lowercased()
-            if a.remove.contains(name) { continue }
-            if a.removeClientHints, name.hasPrefix("sec-ch-") { continue }
-            switch name {
-            case "user-agent" where a.userAgent != nil: continue  // written below
-            case "referer" where a.refererToOrigin:
-                if let r = referer, let origin = Anonymizer.origin(Substring(r)) {
-                    out.writeString("Referer: \(origin)/\r\n")
+        // The rewritten Referer is shorter than the received one, which the head holds.
+        let bound = head.bytes.readableBytes + target.pathAndQuery.utf8.count + target.authority.utf8.count
+            + (a.userAgent?.utf8.count ?? 0) + 160
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
+            head.bytes.withUnsafeReadableBytes { src in
+                var w = BoundedWriter(dst)
+                writeRequestLine(head, target: target, into: &w)
+                copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
+                    switch kind {
+                    case .hopByHop, .proxyAuthorization, .contentLength, .host, .xForwardedFor: return false
+                    case .other: break
+                    }
+                    let name = head.name(f).lowercased()
+                    if a.remove.contains(name) || (a.removeClientHints && name.hasPrefix("sec-ch-")) { return false }
+                    switch name {
+                    case "user-agent": return a.userAgent == nil
+                    case "referer": return !a.refererToOrigin
+                    case "cookie": return !(a.dropThirdPartyCookies && crossSite)
+                    default: return true
+                    }
                 }
-                continue
-            case "cookie" where a.dropThirdPartyCookies && crossSite: continue
-            default: break
+                if a.refererToOrigin, let r = referer, let origin = Anonymizer.origin(Substring(r)) {
+                    w.append("Referer: ")
+                    w.append(String(origin))
+                    w.append("/\r\n")
+                }
+                if let ua = a.userAgent {
+                    w.append("User-Agent: ")
+                    w.append(ua)
+                    w.append("\r\n")
+                }
+                writeRequestFraming(head.framing, into: &w)
+                w.append("\r\n")
+                return w.count
             }
-            head.bytes.withUnsafeReadableBytes { raw in out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[f.lineStart..<(f.lineEnd + 2)])) }
         }
-        if let ua = a.userAgent { out.writeString("User-Agent: \(ua)\r\n") }
-        switch head.framing {
-        case .chunked: out.writeStaticString("Transfer-Encoding: chunked\r\n")
-        case .length(let n): out.writeString("Content-Length: \(n)\r\n")
+    }
+
+    /// `METHOD path HTTP/1.1` and `Host` from the target: what every request sent upstream starts with.
+    static func writeRequestLine(_ head: RequestHead, target: RequestTarget, into w: inout BoundedWriter) {
+        w.append(head.method)
+        w.append(" ")
+        w.append(target.pathAndQuery)
+        w.append(" HTTP/1.1\r\nHost: ")
+        w.append(target.authority)
+        w.append("\r\n")
+    }
+
+    /// The request body's framing field, written anew.
+    static func writeRequestFraming(_ framing: BodyFraming, into w: inout BoundedWriter) {
+        switch framing {
+        case .chunked: writeFraming(.chunked, into: &w)
+        case .length(let n): writeFraming(.length(n), into: &w)
         case .none, .untilClose: break
         }
-        out.writeStaticString("\r\n")
     }
 
     /// How the proxy frames a response body towards its client.

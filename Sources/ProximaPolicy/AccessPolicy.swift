@@ -95,7 +95,9 @@ public struct AccessRule: Sendable, Equatable {
         self.domains = domains
     }
 
-    public func matches(_ request: AccessRequest, headers: some HeaderLookup = NoHeaders()) -> Bool {
+    /// `ignoringIdentity`: whether everything but the user and group conditions matches (to know
+    /// whether asking for a login would help).
+    public func matches(_ request: AccessRequest, headers: some HeaderLookup = NoHeaders(), ignoringIdentity: Bool = false) -> Bool {
         if let clients, !clients.contains(where: { $0.contains(request.client) }) { return false }
         if let methods, !methods.contains(request.method) { return false }
         if let ports, !ports.contains(request.port) { return false }
@@ -114,6 +116,7 @@ public struct AccessRule: Sendable, Equatable {
         if let destinations {
             guard request.destinations.contains(where: { d in destinations.contains { $0.contains(d) } }) else { return false }
         }
+        if ignoringIdentity { return true }
         if let users {
             guard let user = request.user, users.contains("*") || users.contains(user) else { return false }
         }
@@ -210,10 +213,9 @@ public struct AccessPolicy: Sendable, Equatable {
             if rules[i].needsIdentity, request.user == nil {
                 // Unknown user: if everything else matches, this rule cannot be decided without
                 // credentials, so ask for them (Squid's behaviour with proxy_auth ACLs).
-                var anyone = rules[i]
-                anyone.users = nil
-                anyone.groups = nil
-                if anyone.matches(request, headers: headers) { return AccessDecision(allowed: false, rule: rules[i].name, challenge: true) }
+                if rules[i].matches(request, headers: headers, ignoringIdentity: true) {
+                    return AccessDecision(allowed: false, rule: rules[i].name, challenge: true)
+                }
                 continue
             }
             guard rules[i].matches(request, headers: headers) else { continue }

@@ -38,13 +38,17 @@ public struct TimeWindow: Sendable, Equatable {
     public var start: Int
     public var end: Int
     public var zone: String
+    /// Resolved once here: looking the zone up by name on every request would cost a Foundation
+    /// lookup and an allocation each time.
+    let timeZone: TimeZone
 
     public static let dayNames = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
     public enum ParseError: Error, Equatable { case hours, day(String), zone(String) }
 
     public init(days: Set<Int>, start: Int, end: Int, zone: String) throws(ParseError) {
-        guard TimeZone(identifier: zone) != nil else { throw .zone(zone) }
+        guard let tz = TimeZone(identifier: zone) else { throw .zone(zone) }
+        self.timeZone = tz
         self.days = days
         self.start = start
         self.end = end
@@ -68,8 +72,7 @@ public struct TimeWindow: Sendable, Equatable {
     public static func parseDay(_ name: String) -> Int? { dayNames.firstIndex(of: String(name.lowercased().prefix(3))) }
 
     public func contains(unixSeconds: Int) -> Bool {
-        guard let tz = TimeZone(identifier: zone) else { return false }
-        let local = unixSeconds + tz.secondsFromGMT(for: Date(timeIntervalSince1970: TimeInterval(unixSeconds)))
+        let local = unixSeconds + timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: TimeInterval(unixSeconds)))
         let days1970 = Int((Double(local) / 86400).rounded(.down))
         let weekday = ((days1970 + 4) % 7 + 7) % 7  // 1970-01-01 was a Thursday
         let minute = (local - days1970 * 86400) / 60

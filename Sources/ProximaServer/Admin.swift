@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ProximaAuth
 import ProximaConfig
 
 /// What a reload asked for through the admin API came to.
@@ -245,11 +246,7 @@ final class AdminHandler: ChannelInboundHandler {
     private func authorized(_ head: HTTPRequestHead) -> Bool {
         guard let token = server.adminSettings?.token else { return true }
         guard let value = head.headers.first(name: "authorization"), value.hasPrefix("Bearer ") else { return false }
-        let given = Array(value.dropFirst("Bearer ".count).utf8)
-        let wanted = Array(token.utf8)
-        var diff = UInt8(given.count == wanted.count ? 0 : 1)
-        for i in 0..<wanted.count { diff |= wanted[i] ^ (i < given.count ? given[i] : 0) }
-        return diff == 0
+        return constantTimeEquals(Array(value.dropFirst("Bearer ".count).utf8), Array(token.utf8))
     }
 
     private func methodNotAllowed(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ allow: String) {

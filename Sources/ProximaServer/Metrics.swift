@@ -101,37 +101,20 @@ final class ListenerMetrics: Sendable {
         receivedBytes = registry.makeCounter(descriptor: descriptor("received_bytes", "total", "Bytes received from clients."), labels: l)
         sentBytes = registry.makeCounter(descriptor: descriptor("sent_bytes", "total", "Bytes sent to clients."), labels: l)
         requests = Mutex(Array(repeating: nil, count: Self.methods.count * Self.statusClasses.count * Self.results.count))
+        denials = LabelledCounters(
+            registry, name: "denied", help: "Requests refused, by the rule that refused them.", listener: listener, label: "rule")
+        blocks = LabelledCounters(
+            registry, name: "blocked", help: "Requests answered by a block list instead of being fetched, by list.", listener: listener,
+            label: "list")
     }
 
-    /// proxima_blocked_total by list, made on first use.
-    private let blocks = Mutex<[String: Counter]>([:])
+    /// Refusals by rule and blocks by list: counters made on first use of a label (these are not
+    /// the hot path).
+    private let denials: LabelledCounters
+    private let blocks: LabelledCounters
 
-    func blocked(list: String) {
-        let counter = blocks.withLock { all -> Counter in
-            if let c = all[list] { return c }
-            let c = registry.makeCounter(
-                descriptor: descriptor("blocked", "total", "Requests answered by a block list instead of being fetched, by list."),
-                labels: [("listener", listener), ("list", list)])
-            all[list] = c
-            return c
-        }
-        counter.increment()
-    }
-
-    /// proxima_denied_total by rule, made on first use (denials are not the hot path).
-    private let denials = Mutex<[String: Counter]>([:])
-
-    func denied(by rule: String) {
-        let counter = denials.withLock { all -> Counter in
-            if let c = all[rule] { return c }
-            let c = registry.makeCounter(
-                descriptor: descriptor("denied", "total", "Requests refused, by the rule that refused them."),
-                labels: [("listener", listener), ("rule", rule)])
-            all[rule] = c
-            return c
-        }
-        counter.increment()
-    }
+    func denied(by rule: String) { denials.increment(rule) }
+    func blocked(list: String) { blocks.increment(list) }
 
     static func methodIndex(_ method: String) -> Int {
         switch method {
@@ -179,4 +162,32 @@ final class ListenerMetrics: Sendable {
 
 func descriptor(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
     MetricNameDescriptor(namespace: "proxima", metricName: name, unitName: unit, helpText: help)
+}
+
+/// A counter family with a listener and one free label, each counter made when first needed.
+final class LabelledCounters: Sendable {
+    private let registry: PrometheusCollectorRegistry
+    /// Kept as text (the descriptor type is not Sendable) and turned into one on first use.
+    private let name: String
+    private let help: String
+    private let listener: String
+    private let label: String
+    private let counters = Mutex<[String: Counter]>([:])
+
+    init(_ registry: PrometheusCollectorRegistry, name: String, help: String, listener: String, label: String) {
+        self.registry = registry
+        self.name = name
+        self.help = help
+        self.listener = listener
+        self.label = label
+    }
+
+    func increment(_ value: String) {
+        counters.withLock { all -> Counter in
+            if let c = all[value] { return c }
+            let c = registry.makeCounter(descriptor: descriptor(name, "total", help), labels: [("listener", listener), (label, value)])
+            all[value] = c
+            return c
+        }.increment()
+    }
 }

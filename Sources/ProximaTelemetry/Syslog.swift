@@ -145,6 +145,14 @@ public final class SyslogSender: Sendable {
         var sent = 0
         var scheduled = false
         var closed = false
+
+        /// Keeps the newest `capacity` messages; the oldest beyond it are dropped and counted.
+        mutating func trim(to capacity: Int) {
+            guard pending.count > capacity else { return }
+            let excess = pending.count - capacity
+            pending.removeFirst(excess)
+            dropped += excess
+        }
     }
 
     /// Connection state, touched only on `queue`.
@@ -152,6 +160,16 @@ public final class SyslogSender: Sendable {
         var fd: Int32 = -1
         var backoffNanos: UInt64 = 0
         var retryAt: UInt64 = 0
+
+        /// Gives up on the socket (if any) until a back-off that doubles from 0.1 s to 30 s.
+        mutating func backOff(now: UInt64) {
+            if fd >= 0 {
+                systemClose(fd)
+                fd = -1
+            }
+            backoffNanos = min(max(backoffNanos * 2, SyslogSender.minBackoff), SyslogSender.maxBackoff)
+            retryAt = now + backoffNanos
+        }
     }
 
     private let state = Mutex(State())
@@ -174,11 +192,7 @@ public final class SyslogSender: Sendable {
         let schedule = state.withLock { s -> Bool in
             if s.closed { return false }
             s.pending.append(contentsOf: messages)
-            if s.pending.count > capacity {
-                let excess = s.pending.count - capacity
-                s.pending.removeFirst(excess)
-                s.dropped += excess
-            }
+            s.trim(to: capacity)
             if s.scheduled { return false }
             s.scheduled = true
             return true
@@ -204,15 +218,14 @@ public final class SyslogSender: Sendable {
         }
         if batch.isEmpty { return }
         var sent = 0
-        connection.withLock { c in
+        let retryAt = connection.withLock { c -> UInt64 in
             while sent < batch.count {
                 if c.fd < 0 {
                     let now = monotonicNanos()
                     if now < c.retryAt { break }
                     c.fd = openSocket()
                     if c.fd < 0 {
-                        c.backoffNanos = min(max(c.backoffNanos * 2, Self.minBackoff), Self.maxBackoff)
-                        c.retryAt = now + c.backoffNanos
+                        c.backOff(now: now)
                         break
                     }
                 }
@@ -224,27 +237,22 @@ public final class SyslogSender: Sendable {
                     // UDP syslog loses it anyway. Keep the socket.
                     sent += 1
                 } else {
-                    systemClose(c.fd)
-                    c.fd = -1
-                    c.backoffNanos = min(max(c.backoffNanos * 2, Self.minBackoff), Self.maxBackoff)
-                    c.retryAt = monotonicNanos() + c.backoffNanos
+                    c.backOff(now: monotonicNanos())
                     break
                 }
             }
+            return c.retryAt
         }
         let retryDelay: UInt64? = state.withLock { s in
             s.sent += sent
             guard sent < batch.count, !s.closed else { return nil }
             // Unsent messages go back in front of newer ones, within the same bound.
             s.pending = Array(batch[sent...]) + s.pending
-            if s.pending.count > capacity {
-                let excess = s.pending.count - capacity
-                s.pending.removeFirst(excess)
-                s.dropped += excess
-            }
+            s.trim(to: capacity)
             if s.scheduled { return nil }
             s.scheduled = true
-            return connection.withLock { c in c.retryAt > monotonicNanos() ? c.retryAt - monotonicNanos() : Self.minBackoff }
+            let now = monotonicNanos()
+            return retryAt > now ? retryAt - now : Self.minBackoff
         }
         if let retryDelay {
             queue.asyncAfter(deadline: .now() + .nanoseconds(Int(min(retryDelay, Self.maxBackoff)))) { self.deliver() }

@@ -82,10 +82,9 @@ struct BlockListTests {
                 || (!$0.hasPrefix("!") && $0.contains(".") && BlockList.hostName(String($0)) != nil)
         })
         let host = line.hasPrefix("||") ? String(line.dropFirst(2).dropLast()) : String(line)
-        if BlockList.hostName(host) != nil {
-            #expect(list.match(host: host) != nil || list.allowed.contains(host), "\(host)")
-            #expect(list.match(host: "sub." + host) != nil || list.allowed.contains(host))
-        }
+        try #require(BlockList.hostName(host) != nil, "\(host)")
+        #expect(list.match(host: host) != nil || list.allowed.contains(host), "\(host)")
+        #expect(list.match(host: "sub." + host) != nil || list.allowed.contains(host))
         #expect(list.match(host: "example.org") == nil)
     }
 }
