@@ -23,6 +23,12 @@ for _ in range(3):
         hit = engine.check_network_urls(url, source, kind).matched
         times.append(clock() - s)
         blocked += hit
+import os
+if os.environ.get("DECISIONS"):
+    with open(os.environ["DECISIONS"], "w") as f:
+        for url, source, kind in reqs:
+            r = engine.check_network_urls(url, source, kind)
+            f.write(f"{int(r.matched)} {url} {r.filter or '-'}\n")
 times.sort()
 print(json.dumps({"engine": "adblock-rust", "urls": len(reqs), "blocked": blocked, "load_ms": load_ms,
                   "memory_mib": (rss1 - rss0) / 1024, "median_us": times[len(times) // 2] / 1000,

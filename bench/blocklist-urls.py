@@ -13,8 +13,11 @@ for path in lists:
         if m:
             listed.append(m.group(1))
 sites = [f"{w}{i}.{tld}" for i in range(400) for w, tld in [("news", "com"), ("shop", "de"), ("blog", "org")]]
-paths = ["/", "/index.html", "/static/app.js", "/img/logo.png", "/css/site.css", "/api/v1/items?page=2", "/article/2024/11/story"]
-types = {".js": "script", ".png": "image", ".css": "stylesheet", "/": "document"}
+paths = ["/", "/index.html", "/static/app.js", "/img/logo.png", "/css/site.css", "/api/v1/items?page=2", "/article/2024/11/story",
+         # what ad and tracking requests on ordinary sites look like
+         "/ads/banner728.gif", "/pagead/js/adsbygoogle.js", "/track/pixel.gif?uid=42", "/js/analytics.js",
+         "/wp-content/plugins/ad-inserter/js/front.js", "/beacon?ev=view", "/static/js/prebid.js"]
+types = {".js": "script", ".png": "image", ".gif": "image", ".css": "stylesheet", "/": "document"}
 with open(out, "w") as f:
     for _ in range(n):
         page = rng.choice(sites)
@@ -28,4 +31,8 @@ with open(out, "w") as f:
             host = rng.choice(["www.", "cdn.", "img.", ""]) + page
         p = rng.choice(paths)
         kind = next((t for suffix, t in types.items() if p.endswith(suffix)), "xmlhttprequest")
-        f.write(f"https://{host}{p} https://www.{page}/ {kind}\n")
+        if kind == "document":
+            # A page load: its own source, as a browser reports it.
+            f.write(f"https://{host}{p} https://{host}{p} {kind}\n")
+        else:
+            f.write(f"https://{host}{p} https://www.{page}/ {kind}\n")

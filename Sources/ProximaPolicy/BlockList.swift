@@ -27,13 +27,26 @@ public struct BlockList: Sendable, Equatable {
     var allowed: Set<String> { Set(rules.filter { $0.value.contains(.allowed) }.keys) }
 
     mutating func add(_ host: String, _ kind: Kind) { rules[host, default: []].insert(kind) }
+    /// The rules that need more than the host name: URL patterns, regular expressions, rules
+    /// with type, party or page-domain options.
+    var network: [NetworkFilter] = []
+    /// Rules switched off by `$badfilter` lines (their text without that option).
+    var badfilters: Set<String> = []
+    /// Element-hiding rules (`##`, `#@#`).
+    public internal(set) var cosmetic: [CosmeticRule] = []
+    /// Sites where `@@…$generichide` or `$elemhide` turns element hiding (partly) off.
+    var cosmeticExceptions: [String: Set<CosmeticRule.Exemption>] = [:]
     /// Lines not applied, by reason ("cosmetic (##)", "URL pattern", "option $third-party", ...).
     public private(set) var skipped: [String: Int] = [:]
 
-    public var ruleCount: Int { rules.values.reduce(0) { $0 + $1.rawValue.nonzeroBitCount } }
+    public var hostRuleCount: Int { rules.values.reduce(0) { $0 + $1.rawValue.nonzeroBitCount } }
+    public var networkRuleCount: Int { network.count }
+    public var cosmeticRuleCount: Int { cosmetic.count }
+    public var ruleCount: Int { hostRuleCount + networkRuleCount + cosmeticRuleCount }
 
     public static func == (a: BlockList, b: BlockList) -> Bool {
-        a.name == b.name && a.source == b.source && a.format == b.format && a.rules == b.rules
+        a.name == b.name && a.source == b.source && a.format == b.format && a.rules == b.rules && a.network == b.network
+            && a.cosmetic == b.cosmetic
     }
 
     public init(name: String, source: String, format: Format, text: String) {
@@ -48,6 +61,11 @@ public struct BlockList: Sendable, Equatable {
             case .domains: addDomainLine(line)
             case .adblock: addAdblockLine(line)
             }
+        }
+        if !badfilters.isEmpty {
+            let before = network.count
+            network.removeAll { badfilters.contains($0.text) }
+            skipped["disabled by $badfilter", default: 0] += before - network.count
         }
     }
 
@@ -72,61 +90,78 @@ public struct BlockList: Sendable, Equatable {
 
     mutating func addAdblockLine(_ line: Substring) {
         if line.hasPrefix("!") || line.hasPrefix("[") { return }
-        if Self.isCosmetic(line) { return skip("cosmetic (##), not applied yet") }
+        if let separator = Self.cosmeticSeparator(line) { return addCosmetic(line, separator) }
+        // Most lines of every list are `||host^`: taken without the general parser.
+        let u = line.utf8
+        if u.count > 3, u.first == UInt8(ascii: "|"), u.last == UInt8(ascii: "^"), line.hasPrefix("||") {
+            let host = u.dropFirst(2).dropLast()
+            if host.allSatisfy(Self.isHostByte), host.first != UInt8(ascii: "."), host.last != UInt8(ascii: ".") {
+                return add(String(decoding: host, as: UTF8.self), .blocked)
+            }
+        }
         var rule = line
-        var exception = false
-        if rule.hasPrefix("@@") {
-            exception = true
-            rule = rule.dropFirst(2)
+        // A bare host name is read as ||name^, as uBlock Origin does (URLhaus lists are
+        // written that way).
+        if u.first != UInt8(ascii: "@"), !u.contains(UInt8(ascii: "$")), u.contains(UInt8(ascii: ".")), let host = Self.hostName(rule.lowercased()) {
+            rule = Substring("||\(host)^")
         }
-        var options: [Substring] = []
-        if let dollar = rule.lastIndex(of: "$"), !rule.hasPrefix("/") {
-            options = rule[rule.index(after: dollar)...].split(separator: ",")
-            rule = rule[..<dollar]
-        }
-        let host: Substring
-        if rule.hasPrefix("||"), rule.hasSuffix("^") {
-            host = rule.dropFirst(2).dropLast()
-        } else if rule.contains("."), Self.hostName(rule.lowercased()) != nil {
-            // A bare host name is read as ||name^, as uBlock Origin does (URLhaus lists are
-            // written that way).
-            host = rule
-        } else {
-            return skip(rule.hasPrefix("/") && rule.hasSuffix("/") ? "regular expression" : "URL pattern")
-        }
-        guard let valid = Self.hostName(host.lowercased()) else { return skip("URL pattern") }
-        var isImportant = false
-        for option in options {
-            switch option.lowercased() {
-            case "important": isImportant = true
-            // Options that mean "every request to this host": what a host decision honours.
-            case "all", "document", "doc": break
-            // Anything narrower (resource types, third-party, domain=) would over-block if
-            // applied to the whole host: left for the full filter engine, and counted.
-            default: return skip("option $\(option.split(separator: "=")[0])")
+        switch NetworkFilter.parse(rule) {
+        case .skipped(let reason): skip(reason)
+        case .badfilter(let text): badfilters.insert(text)
+        case .cosmeticException(let hosts, let generic):
+            for host in hosts { cosmeticExceptions[host, default: []].insert(generic ? .generic : .all) }
+        case .network(let filter):
+            if let host = filter.hostOnlyName, filter.types == .all, filter.party == .any, !filter.matchCase,
+                filter.includeDomains.isEmpty, filter.excludeDomains.isEmpty
+            {
+                add(host, filter.exception ? .allowed : filter.important ? .important : .blocked)
+            } else {
+                network.append(filter)
             }
         }
-        add(valid, exception ? .allowed : isImportant ? .important : .blocked)
     }
 
-    /// `##`, `#@#`, `#?#`, `#$#`, `#%#`: element hiding and scriptlets. One pass over the bytes
-    /// (Foundation's `contains` on substrings costs a bridge per call, 130k lines a list).
-    static func isCosmetic(_ line: Substring) -> Bool {
-        var previousHash = false
-        for b in line.utf8 {
-            if previousHash, b == UInt8(ascii: "#") || b == UInt8(ascii: "@") || b == UInt8(ascii: "?") || b == UInt8(ascii: "$") || b == UInt8(ascii: "%") {
-                return true
+    /// Where a cosmetic rule's `##`, `#@#`, `#?#`, `#$#`, `#%#` (and their `@` forms) is, if
+    /// the line is one. One pass over the bytes (Foundation's `range(of:)` on substrings costs a
+    /// bridge per call, 130k lines a list).
+    static func cosmeticSeparator(_ line: Substring) -> (String.Index, String.Index)? {
+        let u = line.utf8
+        var i = u.startIndex
+        while i != u.endIndex {
+            if u[i] == UInt8(ascii: "#") {
+                var j = u.index(after: i)
+                if j != u.endIndex, u[j] == UInt8(ascii: "@") { j = u.index(after: j) }
+                if j != u.endIndex, [UInt8(ascii: "?"), UInt8(ascii: "$"), UInt8(ascii: "%")].contains(u[j]) { j = u.index(after: j) }
+                if j != u.endIndex, u[j] == UInt8(ascii: "#") { return (i, u.index(after: j)) }
             }
-            previousHash = b == UInt8(ascii: "#")
+            i = u.index(after: i)
         }
-        return false
+        return nil
     }
 
-    /// Lowercase host names only: letters, digits, '-', '.', '_' (some lists use it).
+    mutating func addCosmetic(_ line: Substring, _ separator: (String.Index, String.Index)) {
+        let marker = line[separator.0..<separator.1]
+        let selector = line[separator.1...].trimmingSpaces()
+        guard marker == "##" || marker == "#@#" else {
+            return skip(marker.contains("%") || marker.contains("$") ? "scriptlet or style injection (\(marker))" : "procedural cosmetic (\(marker))")
+        }
+        switch CosmeticRule.parse(domains: line[..<separator.0], selector: selector, exception: marker == "#@#") {
+        case .success(let rule): cosmetic.append(rule)
+        case .failure(let reason): skip(reason.text)
+        }
+    }
+
+    static func isHostByte(_ b: UInt8) -> Bool {
+        (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2D || b == 0x2E || b == 0x5F
+    }
+
+    /// Lowercase host names only: letters, digits, '-', '.', '_' (some lists use it), no empty
+    /// label and no label that starts or ends with '-' (`-ad-banner.` is a URL pattern).
     static func hostName(_ s: String) -> String? {
-        guard !s.isEmpty, s.utf8.count <= 253, !s.hasPrefix("."), !s.hasSuffix("."),
-            s.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E || $0 == 0x5F })
-        else { return nil }
+        guard !s.isEmpty, s.utf8.count <= 253, s.utf8.allSatisfy(isHostByte) else { return nil }
+        for label in s.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false) {
+            guard let first = label.first, let last = label.last, first != 0x2D, last != 0x2D else { return nil }
+        }
         return s
     }
 
@@ -168,61 +203,68 @@ extension Substring {
     }
 }
 
-/// Several block lists compiled into one table, so a request costs one walk over its host's
-/// labels whatever the number of lists (up to 64): per host name, a bit per list for "blocked",
-/// "important" and "allowed".
+/// Several block lists compiled together (see `FilterEngine`): a request costs one walk over
+/// its host's labels and its URL's tokens whatever the number of lists (up to 64).
 public struct BlockListSet: Sendable, Equatable {
     public let lists: [BlockList]
-    struct Masks: Sendable, Equatable {
-        var blocked: UInt64 = 0
-        var important: UInt64 = 0
-        var allowed: UInt64 = 0
-    }
-    let index: [String: Masks]
+    let engine: FilterEngine
+    /// The element-hiding rules of all the lists.
+    public let cosmetics: CosmeticFilter
 
     public static let maxLists = 64
 
     public init(_ lists: [BlockList]) {
         precondition(lists.count <= Self.maxLists, "at most \(Self.maxLists) block lists")
         self.lists = lists
-        var index: [String: Masks] = [:]
-        index.reserveCapacity(lists.reduce(0) { $0 + $1.rules.count })
-        for (i, list) in lists.enumerated() {
-            let bit = UInt64(1) << UInt64(i)
-            for (host, kind) in list.rules {
-                var m = index[host, default: Masks()]
-                if kind.contains(.blocked) { m.blocked |= bit }
-                if kind.contains(.important) { m.important |= bit }
-                if kind.contains(.allowed) { m.allowed |= bit }
-                index[host] = m
-            }
-        }
-        self.index = index
+        self.engine = FilterEngine(lists)
+        self.cosmetics = CosmeticFilter(lists)
     }
+
+    public static func == (a: BlockListSet, b: BlockListSet) -> Bool { a.lists == b.lists }
 
     public var isEmpty: Bool { lists.isEmpty }
 
-    /// The first list (in configuration order) that blocks `host`, and its rule.
-    public func match(host: String) -> (list: String, rule: String)? {
-        guard !lists.isEmpty else { return nil }
-        var blocked: UInt64 = 0
-        var important: UInt64 = 0
-        var allowed: UInt64 = 0
-        var name = Substring(host.hasSuffix(".") ? String(host.dropLast()) : host)
-        while true {
-            if let m = index[String(name)] {
-                blocked |= m.blocked
-                important |= m.important
-                allowed |= m.allowed
-            }
-            guard let dot = name.firstIndex(of: ".") else { break }
-            name = name[name.index(after: dot)...]
+    /// How the rules were filed (for benchmarks and tuning): rules tried for every URL, and the
+    /// largest buckets with their sizes.
+    public var indexStatistics: String {
+        func describe(_ index: TokenIndex) -> String {
+            let largest = index.slots.filter { $0.count > 0 }.sorted { $0.count > $1.count }.prefix(8)
+            let samples = largest.map { slot -> String in "\(slot.count) e.g. \(engine.texts[Int(index.ids[Int(slot.start)])])" }
+            return "untokenized \(index.untokenized.count) (e.g. \(index.untokenized.prefix(5).map { engine.texts[Int($0)] })), buckets \(index.bucketCount), largest: \(samples)"
         }
-        let decisive = important | (blocked & ~allowed)
-        guard decisive != 0 else { return nil }
-        let list = lists[decisive.trailingZeroBitCount]
-        // A hit is the rare case: the list itself names the rule.
-        guard let rule = list.match(host: host) else { return nil }
-        return (list.name, rule)
+        let common = ["https", "http", "www", "com", "js", "net", "static", "api", "me", "de", "org"].map { name -> String in
+            let n = engine.blocking.bucket(TokenIndex.hash(Array(name.utf8))).map { $0.1 } ?? 0
+            return "\(name): \(n)"
+        }
+        return "blocking: \(describe(engine.blocking))\nexceptions: \(describe(engine.exceptions))\ncommon tokens: \(common)"
+    }
+
+    /// The URL's tokens and how many rules each would have tried (for tuning).
+    public func candidates(url: String) -> [(String, Int)] {
+        let bytes = Array(url.lowercased().utf8)
+        var result: [(String, Int)] = []
+        var i = 0
+        while i < bytes.count {
+            guard NetworkFilter.isTokenByte(bytes[i]) else { i += 1; continue }
+            let start = i
+            while i < bytes.count, NetworkFilter.isTokenByte(bytes[i]) { i += 1 }
+            let token = Array(bytes[start..<i])
+            result.append((String(decoding: token, as: UTF8.self), engine.blocking.bucket(TokenIndex.hash(token))?.1 ?? 0))
+        }
+        return result + [("(untokenized)", engine.blocking.untokenized.count)]
+    }
+
+    /// The first list (in configuration order) that blocks the request, and its rule.
+    public func match(_ request: FilterRequest) -> (list: String, rule: String)? {
+        guard !lists.isEmpty, let (list, rule) = engine.match(request, lists: lists) else { return nil }
+        return (lists[list].name, rule)
+    }
+
+    /// A CONNECT tunnel: only the host is known, and the tunnel may carry the page itself, so
+    /// rules for documents apply as well as rules without a type.
+    public func match(host: String, port: Int = 443) -> (list: String, rule: String)? {
+        let authority = host.contains(":") ? "[\(host)]" : host
+        let url = port == 443 ? "https://\(authority)/" : "https://\(authority):\(port)/"
+        return match(FilterRequest(url: url, host: host, type: [.document, .other]))
     }
 }

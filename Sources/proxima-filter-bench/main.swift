@@ -39,19 +39,21 @@ func readAll(_ path: String) -> String {
     return String(decoding: bytes, as: UTF8.self)
 }
 
-/// The host of an absolute URL, as the proxy has it after parsing the request target.
-func host(_ url: Substring) -> String {
-    guard let r = url.firstRange(of: "://") else { return String(url) }
-    return String(url[r.upperBound...].prefix { $0 != "/" && $0 != ":" && $0 != "?" })
-}
-
 let args = CommandLine.arguments
 guard args.count >= 3 else {
-    print("usage: proxima-filter-bench URLS_FILE LIST_FILE...")
+    print("usage: proxima-filter-bench URLS_FILE LIST_FILE...   (lines of URLS_FILE: URL SOURCE_URL TYPE)")
     exit(2)
 }
-let urls = readAll(args[1]).split(separator: "\n").map { $0.split(separator: " ")[0] }
-let hosts = urls.map(host)
+let suffixes = PublicSuffixList(text: readAll(PublicSuffixList.systemPath))
+let requests: [FilterRequest] = readAll(args[1]).split(separator: "\n").map { line in
+    let fields = line.split(separator: " ").map(String.init)
+    let host = FilterRequest.host(ofURL: fields[0]) ?? ""
+    let source = fields.count > 1 ? FilterRequest.host(ofURL: fields[1]) : nil
+    let type = fields.count > 2 ? ResourceType(optionName: fields[2]) ?? .other : .other
+    return FilterRequest(
+        url: fields[0], host: host, type: type, sourceHost: source,
+        thirdParty: FilterRequest.thirdParty(host: host, sourceHost: source, secFetchSite: nil, suffixes: suffixes))
+}
 let texts = args.dropFirst(2).map(readAll)
 let rssBefore = rssKiB()
 let t0 = nanos()
@@ -59,21 +61,40 @@ let lists = zip(args.dropFirst(2), texts).map { BlockList(name: $0.0, source: $0
 let set = BlockListSet(lists)
 let loadMs = Double(nanos() - t0) / 1e6
 let rssAfter = rssKiB()
+if getenv("STATS") != nil {
+    print(set.indexStatistics)
+    var total: [String: Int] = [:]
+    for r in requests.prefix(2000) { for (t, n) in set.candidates(url: r.url) { total[t, default: 0] += n } }
+    print("candidates per token over 2000 URLs:", total.sorted { $0.value > $1.value }.prefix(25))
+}
 
 var times: [UInt64] = []
-times.reserveCapacity(hosts.count * 3)
-var blocked = 0
-for _ in 0..<3 {
-    blocked = 0
-    for h in hosts {
+times.reserveCapacity(requests.count * 3)
+var decisions: [Bool] = []
+let repeats = getenv("REPEAT").map { Int(String(cString: $0)) ?? 3 } ?? 3
+for _ in 0..<repeats {
+    decisions.removeAll(keepingCapacity: true)
+    for r in requests {
         let s = nanos()
-        let hit = set.match(host: h) != nil
+        let hit = set.match(r) != nil
         times.append(nanos() - s)
-        if hit { blocked += 1 }
+        decisions.append(hit)
     }
+}
+if let path = getenv("DECISIONS").map({ String(cString: $0) }), let f = fopen(path, "w") {
+    for (r, d) in zip(requests, decisions) { fputs("\(d ? 1 : 0) \(r.url) \(d ? set.match(r)!.rule : "-")\n", f) }
+    fclose(f)
+}
+if let path = getenv("TIMES").map({ String(cString: $0) }), let f = fopen(path, "w") {
+    // The fastest of the repeats for each URL, to find which URLs cost most.
+    for (i, r) in requests.enumerated() {
+        let best = stride(from: i, to: times.count, by: requests.count).map { times[$0] }.min()!
+        fputs("\(best) \(r.type.names.first ?? "-") \(r.url) \(r.sourceHost ?? "-")\n", f)
+    }
+    fclose(f)
 }
 times.sort()
 let median = Double(times[times.count / 2]) / 1000
 let p99 = Double(times[times.count * 99 / 100]) / 1000
-let rules = lists.reduce(0) { $0 + $1.ruleCount }
-print("{\"engine\":\"proxima\",\"urls\":\(hosts.count),\"blocked\":\(blocked),\"rules\":\(rules),\"load_ms\":\(loadMs),\"memory_mib\":\(Double(rssAfter - rssBefore) / 1024),\"median_us\":\(median),\"p99_us\":\(p99)}")
+let rules = lists.reduce(0) { $0 + $1.hostRuleCount + $1.networkRuleCount }
+print("{\"engine\":\"proxima\",\"urls\":\(requests.count),\"blocked\":\(decisions.filter { $0 }.count),\"rules\":\(rules),\"load_ms\":\(loadMs),\"memory_mib\":\(Double(rssAfter - rssBefore) / 1024),\"median_us\":\(median),\"p99_us\":\(p99)}")
