@@ -49,6 +49,10 @@ public enum ConfigLoader {
             reader.readRoot(root, into: &config)
         }
         reader.validate(config)
+        // The suffix list is needed only to tell third-party requests apart for block lists.
+        if !config.blocklists.isEmpty, let path = config.filtering.publicSuffixList {
+            if let text = readTextFile(path) { config.filtering.suffixes = PublicSuffixList(text: text) } else { config.filtering.publicSuffixList = nil }
+        }
         if reader.issues.isEmpty { return .success(config) }
         return .failure(ConfigErrors(issues: reader.issues))
     }
@@ -239,7 +243,7 @@ final class NodeReader {
     // MARK: - Sections
 
     func readRoot(_ root: Node, into c: inout ProximaConfiguration) {
-        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "blocklists", "workers"]
+        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "blocklists", "filtering", "header_rules", "pages", "workers"]
         if case .mapping(let m) = root, let lists = m["lists"] { readLists(lists, "lists", into: &c) }
         mapping(root, "", keys: keys) { key, node, path in
             switch key {
@@ -322,6 +326,9 @@ final class NodeReader {
             case "admin": c.admin = readAdmin(node, path)
             case "auth": c.auth = readAuth(node, path)
             case "blocklists": c.blocklists = readBlockLists(node, path)
+            case "filtering": c.filtering = readFiltering(node, path)
+            case "header_rules": c.headerRules = readHeaderRules(node, path)
+            case "pages": c.pages = readPages(node, path)
             default:
                 mapping(node, path, keys: ["access", "level", "diagnostics"]) { k, n, p in
                     if k == "level" {
@@ -369,6 +376,108 @@ final class NodeReader {
             lists.append(BlockList(name: listName, source: file, format: format, text: text))
         }
         return lists
+    }
+
+    func readFiltering(_ node: Node, _ path: String) -> FilteringConfig {
+        var f = FilteringConfig()
+        mapping(node, path, keys: ["element_hiding", "public_suffix_list"]) { k, n, kp in
+            switch k {
+            case "element_hiding": if let v = bool(n, kp) { f.elementHiding = v }
+            default:
+                // An empty value turns the list off.
+                if let v = string(n, kp) {
+                    f.publicSuffixList = v.isEmpty ? nil : v
+                    if !v.isEmpty, readTextFile(v) == nil { fail(kp, n, "cannot read \(v)") }
+                }
+            }
+        }
+        return f
+    }
+
+    /// `header_rules: {request: {remove, set, replace}, response: {...}}`: per direction,
+    /// removals first, then replacements, then values set.
+    func readHeaderRules(_ node: Node, _ path: String) -> [HeaderRule] {
+        var rules: [HeaderRule] = []
+        mapping(node, path, keys: HeaderRule.Direction.allCases.map(\.rawValue)) { d, dn, dp in
+            let direction = HeaderRule.Direction(rawValue: d)!
+            var removes: [HeaderRule] = []
+            var replaces: [HeaderRule] = []
+            var sets: [HeaderRule] = []
+            mapping(dn, dp, keys: ["remove", "set", "replace"]) { k, n, kp in
+                switch k {
+                case "remove":
+                    for (name, sn, sp) in stringList(n, kp) {
+                        if fieldName(name, sn, sp, wildcard: true) { removes.append(HeaderRule(direction: direction, name: name, action: .remove)) }
+                    }
+                case "set":
+                    guard case .mapping(let m) = n else { return fail(kp, n, "must be a mapping of field names to values") }
+                    for (keyNode, valueNode) in m {
+                        guard let name = keyNode.string, fieldName(name, keyNode, kp, wildcard: false), let value = string(valueNode, kp + "." + name) else { continue }
+                        if value.utf8.contains(where: { $0 < 0x20 && $0 != 0x09 }) { fail(kp + "." + name, valueNode, "must not contain control characters"); continue }
+                        sets.append(HeaderRule(direction: direction, name: name, action: .set(value)))
+                    }
+                default:
+                    sequence(n, kp) { _, item, ip in
+                        var name: String?
+                        var pattern: HeaderValuePattern?
+                        var with = ""
+                        mapping(item, ip, keys: ["name", "pattern", "with"]) { rk, rn, rp in
+                            switch rk {
+                            case "name": if let v = string(rn, rp), fieldName(v, rn, rp, wildcard: true) { name = v }
+                            case "pattern":
+                                if let v = string(rn, rp) {
+                                    do { pattern = try HeaderValuePattern(v) } catch { fail(rp, rn, "not a regular expression: \(error)") }
+                                }
+                            default: if let v = string(rn, rp) { with = v }
+                            }
+                        }
+                        guard let name, let pattern else { return fail(ip, item, "needs name and pattern") }
+                        replaces.append(HeaderRule(direction: direction, name: name, action: .replace(pattern, with: with)))
+                    }
+                }
+            }
+            rules += removes + replaces + sets
+        }
+        return rules
+    }
+
+    func fieldName(_ name: String, _ node: Node, _ path: String, wildcard: Bool) -> Bool {
+        var body = Substring(name)
+        if wildcard, body.hasSuffix("*") { body = body.dropLast() }
+        guard !body.isEmpty, body.utf8.allSatisfy(isTcharByte) else {
+            fail(path, node, "'\(name)' is not a header field name\(wildcard ? " (a trailing * matches a prefix)" : "")")
+            return false
+        }
+        let lower = body.lowercased()
+        if ["host", "content-length", "transfer-encoding", "connection"].contains(lower) {
+            fail(path, node, "'\(name)' frames or routes the message and is managed by the proxy")
+            return false
+        }
+        return true
+    }
+
+    func readPages(_ node: Node, _ path: String) -> PageTemplates {
+        var pages = PageTemplates()
+        mapping(node, path, keys: ["directory"]) { _, n, kp in
+            guard let dir = string(n, kp) else { return }
+            pages.directory = dir
+            guard let names = directoryEntries(dir) else { return fail(kp, n, "cannot read the directory \(dir)") }
+            for name in names.sorted() {
+                let parts = name.split(separator: ".")
+                guard parts.count == 2, ["html", "json", "txt"].contains(parts[1]), parts[0] == "default" || Int(parts[0]).map({ (400...599).contains($0) }) == true else { continue }
+                guard let text = readTextFile(dir + "/" + name) else {
+                    fail(kp, n, "cannot read \(dir)/\(name)")
+                    continue
+                }
+                do throws(PageTemplate.UnknownField) {
+                    pages.templates[name] = try PageTemplate(text)
+                } catch {
+                    fail(kp, n, "\(dir)/\(name): unknown placeholder $\(error.name) (known: \(PageTemplate.fields.sorted().joined(separator: ", ")))")
+                }
+            }
+            if pages.templates.isEmpty { fail(kp, n, "no templates in \(dir) (names: default.html, 403.json, ...)") }
+        }
+        return pages
     }
 
     func readAuth(_ node: Node, _ path: String) -> AuthConfig? {
@@ -474,7 +583,7 @@ final class NodeReader {
             var hasAction = false
             let ruleKeys = [
                 "name", "action", "clients", "methods", "ports", "domains", "schemes", "url_prefixes", "url_regex", "headers", "time",
-                "users", "groups", "destinations",
+                "users", "groups", "destinations", "anonymize",
             ]
             mapping(item, p, keys: ruleKeys) { k, n, kp in
                 switch k {
@@ -512,6 +621,7 @@ final class NodeReader {
                     }
                 case "users": rule.users = Set(stringList(n, kp).map(\.0))
                 case "groups": rule.groups = Set(stringList(n, kp).map(\.0))
+                case "anonymize": rule.anonymize = bool(n, kp)
                 case "schemes":
                     rule.schemes = Set(stringList(n, kp).compactMap { s, sn, sp in
                         if s == "http" || s == "https" || s == "ftp" { return s }
@@ -695,6 +805,18 @@ import Darwin
 #endif
 
 /// A whole text file (at most 16 MiB), or nil; without Foundation.
+/// The names in a directory (nil if it cannot be read).
+func directoryEntries(_ path: String) -> [String]? {
+    guard let dir = opendir(path) else { return nil }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafePointer(to: entry.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
 public func readTextFile(_ path: String) -> String? {
     guard let f = fopen(path, "rb") else { return nil }
     defer { fclose(f) }

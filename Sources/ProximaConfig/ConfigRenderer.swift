@@ -1,3 +1,4 @@
+import ProximaHTTP1
 import ProximaPolicy
 import ProximaTelemetry
 
@@ -39,6 +40,7 @@ extension ProximaConfiguration {
             if let d = r.destinations { out += "    destinations: \(list(d.map { quoted($0.description) }))\n" }
             if let users = r.users { out += "    users: \(list(users.sorted().map(quoted)))\n" }
             if let groups = r.groups { out += "    groups: \(list(groups.sorted().map(quoted)))\n" }
+            if let a = r.anonymize { out += "    anonymize: \(a)\n" }
             if let t = r.time {
                 let days = t.days.sorted().map { TimeWindow.dayNames[$0] }
                 out += "    time: {days: \(list(days)), hours: \"\(hhmm(t.start))-\(hhmm(t.end))\", zone: \(quoted(t.zone))}\n"
@@ -74,6 +76,28 @@ extension ProximaConfiguration {
             out += "blocklists:\n"
             for b in blocklists { out += "  - name: \(quoted(b.name))\n    file: \(quoted(b.source))\n    format: \(b.format.rawValue)\n" }
         }
+        out += "filtering:\n  element_hiding: \(filtering.elementHiding)\n  public_suffix_list: \(quoted(filtering.publicSuffixList ?? ""))\n"
+        if !headerRules.isEmpty {
+            out += "header_rules:\n"
+            for direction in HeaderRule.Direction.allCases {
+                let rules = headerRules.filter { $0.direction == direction }
+                if rules.isEmpty { continue }
+                out += "  \(direction.rawValue):\n"
+                let removes = rules.filter { $0.action == .remove }.map { quoted($0.name) }
+                if !removes.isEmpty { out += "    remove: \(list(removes))\n" }
+                let replaces = rules.compactMap { r -> String? in
+                    guard case .replace(let p, let with) = r.action else { return nil }
+                    return "      - {name: \(quoted(r.name)), pattern: \(quoted(p.source)), with: \(quoted(with))}\n"
+                }
+                if !replaces.isEmpty { out += "    replace:\n" + replaces.joined() }
+                let sets = rules.compactMap { r -> String? in
+                    guard case .set(let v) = r.action else { return nil }
+                    return "      \(quoted(r.name)): \(quoted(v))\n"
+                }
+                if !sets.isEmpty { out += "    set:\n" + sets.joined() }
+            }
+        }
+        if let dir = pages.directory { out += "pages:\n  directory: \(quoted(dir))\n" }
         if let auth {
             out += "auth:\n  realm: \(quoted(auth.realm))\n  users_file: \(quoted(auth.users.path))\n"
             if let g = auth.groups { out += "  groups_file: \(quoted(g.path))\n" }

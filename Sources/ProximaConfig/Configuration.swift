@@ -24,6 +24,12 @@ public struct ProximaConfiguration: Sendable, Equatable {
     public var auth: AuthConfig?
     /// Block lists, checked after the access rules allowed a request.
     public var blocklists: [BlockList] = []
+    /// How block lists are applied beyond blocking requests.
+    public var filtering = FilteringConfig()
+    /// Header rules for requests to origins and responses to clients, in order.
+    public var headerRules: [HeaderRule] = []
+    /// The proxy's own pages (errors, denials, blocks): built in, or templates from a directory.
+    public var pages = PageTemplates()
     /// Event-loop threads (nginx's worker_processes). nil: one per CPU this process may run on
     /// (its affinity mask, so `taskset -c 0 proxima` runs one loop). Changing it needs a restart.
     public var workers: Int?
@@ -202,4 +208,99 @@ func defaultViaName() -> String {
         if !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ",") }) { return name }
     }
     return "proxima"
+}
+
+public struct FilteringConfig: Sendable, Equatable {
+    /// Element-hiding rules of the block lists applied to HTML that passes in the clear.
+    public var elementHiding = true
+    /// Where the Public Suffix List is read from (for telling third-party requests apart);
+    /// nil: not used, the last two labels of a name are its site.
+    public var publicSuffixList: String? = PublicSuffixList.systemPath
+    /// The list itself, loaded with the configuration.
+    public var suffixes = PublicSuffixList()
+
+    public init() {}
+
+    public static func == (a: FilteringConfig, b: FilteringConfig) -> Bool {
+        a.elementHiding == b.elementHiding && a.publicSuffixList == b.publicSuffixList && a.suffixes.ruleCount == b.suffixes.ruleCount
+    }
+}
+
+/// Page templates from a directory, by name (`403.html`, `default.json`, ...); see
+/// `PageTemplate` for the placeholders.
+public struct PageTemplates: Sendable, Equatable {
+    public var directory: String?
+    public var templates: [String: PageTemplate] = [:]
+
+    public init() {}
+
+    /// The template for a status and kind (`html`, `json`, `txt`): the status's own, else the
+    /// kind's default.
+    public func template(status: Int, kind: String) -> PageTemplate? {
+        templates["\(status).\(kind)"] ?? templates["default.\(kind)"]
+    }
+}
+
+/// A page with `$name` or `${name}` placeholders, filled in with values escaped for the page's
+/// kind (HTML, JSON string content, or plain text).
+public struct PageTemplate: Sendable, Equatable {
+    public static let fields: Set<String> = [
+        "status", "reason", "message", "request", "request_id", "rule", "list", "client", "user", "detail", "proxy",
+    ]
+
+    enum Piece: Sendable, Equatable {
+        case text(String)
+        case field(String)
+    }
+
+    let pieces: [Piece]
+    public let source: String
+
+    public struct UnknownField: Error, Equatable {
+        public let name: String
+    }
+
+    public init(_ source: String) throws(UnknownField) {
+        self.source = source
+        var pieces: [Piece] = []
+        var text = ""
+        var rest = Substring(source)
+        while let dollar = rest.firstIndex(of: "$") {
+            text += rest[..<dollar]
+            var after = rest[rest.index(after: dollar)...]
+            var name: Substring
+            if after.hasPrefix("{"), let close = after.firstIndex(of: "}") {
+                name = after[after.index(after: after.startIndex)..<close]
+                after = after[after.index(after: close)...]
+            } else {
+                name = after.prefix { $0.isLetter || $0 == "_" }
+                after = after[name.endIndex...]
+            }
+            if name.isEmpty {
+                text += "$"
+            } else {
+                guard Self.fields.contains(String(name)) else { throw UnknownField(name: String(name)) }
+                if !text.isEmpty { pieces.append(.text(text)) }
+                text = ""
+                pieces.append(.field(String(name)))
+            }
+            rest = after
+        }
+        text += rest
+        if !text.isEmpty { pieces.append(.text(text)) }
+        self.pieces = pieces
+    }
+
+    public func render(_ values: [String: String], escape: (String) -> String) -> String {
+        var out = ""
+        for piece in pieces {
+            switch piece {
+            case .text(let t): out += t
+            case .field(let name): out += escape(values[name] ?? "")
+            }
+        }
+        return out
+    }
+
+    public static func == (a: PageTemplate, b: PageTemplate) -> Bool { a.source == b.source }
 }

@@ -120,15 +120,15 @@ public enum HeadWriter {
     /// `Host` from the target, hop-by-hop fields removed, `Via` and `X-Forwarded-For` applied.
     public static func writeUpstreamRequest(
         _ head: RequestHead, target: RequestTarget, via: String?, forwardedFor: ForwardedForMode,
-        clientIP: String, anonymizer: Anonymizer? = nil, into out: inout ByteBuffer
+        clientIP: String, anonymizer: Anonymizer? = nil, edit: HeaderEdit = HeaderEdit(), into out: inout ByteBuffer
     ) {
         if let anonymizer {
-            return writeAnonymized(head, target: target, anonymizer: anonymizer, into: &out)
+            return writeAnonymized(head, target: target, anonymizer: anonymizer, edit: edit, into: &out)
         }
         // Everything written is either copied from the received head (at most all of it, plus
         // each X-Forwarded-For value a second time) or one of the strings counted here.
         let bound = 2 * head.bytes.readableBytes + head.method.utf8.count + target.pathAndQuery.utf8.count
-            + target.authority.utf8.count + clientIP.utf8.count + (via?.utf8.count ?? 0) + 160
+            + target.authority.utf8.count + clientIP.utf8.count + (via?.utf8.count ?? 0) + edit.extraBytes + 160
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
             head.bytes.withUnsafeReadableBytes { src in
                 var w = BoundedWriter(dst)
@@ -138,11 +138,12 @@ public enum HeadWriter {
                     switch kind {
                     case .hopByHop, .proxyAuthorization, .contentLength, .host: return false
                     case .xForwardedFor where forwardedFor != .keep:
-                        if f.valueLength > 0 { forwarded.append(f) }
+                        if f.valueLength > 0, !edit.drops(f) { forwarded.append(f) }
                         return false
-                    default: return true
+                    default: return !edit.drops(f)
                     }
                 }
+                edit.write(into: &w)
                 if forwardedFor == .add {
                     w.append("X-Forwarded-For: ")
                     for f in forwarded {
@@ -162,14 +163,14 @@ public enum HeadWriter {
 
     /// The privacy profile's request: the identifying fields, `Via` and `X-Forwarded-For` are not
     /// written; `User-Agent` and `Referer` are rewritten; cookies go only to the page's own site.
-    static func writeAnonymized(_ head: RequestHead, target: RequestTarget, anonymizer a: Anonymizer, into out: inout ByteBuffer) {
+    static func writeAnonymized(_ head: RequestHead, target: RequestTarget, anonymizer a: Anonymizer, edit: HeaderEdit, into out: inout ByteBuffer) {
         let referer = head.firstValue("referer")
         let crossSite = referer.flatMap { Anonymizer.urlHost(Substring($0)) }.map {
             Anonymizer.site(Substring($0.lowercased())) != Anonymizer.site(Substring(target.host))
         } ?? false
         // The rewritten Referer is shorter than the received one, which the head holds.
         let bound = head.bytes.readableBytes + target.pathAndQuery.utf8.count + target.authority.utf8.count
-            + (a.userAgent?.utf8.count ?? 0) + 160
+            + (a.userAgent?.utf8.count ?? 0) + edit.extraBytes + 160
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
             head.bytes.withUnsafeReadableBytes { src in
                 var w = BoundedWriter(dst)
@@ -179,6 +180,7 @@ public enum HeadWriter {
                     case .hopByHop, .proxyAuthorization, .contentLength, .host, .xForwardedFor: return false
                     case .other: break
                     }
+                    if edit.drops(f) { return false }
                     let name = head.name(f).lowercased()
                     if a.remove.contains(name) || (a.removeClientHints && name.hasPrefix("sec-ch-")) { return false }
                     switch name {
@@ -193,11 +195,12 @@ public enum HeadWriter {
                     w.append(String(origin))
                     w.append("/\r\n")
                 }
-                if let ua = a.userAgent {
+                if let ua = a.userAgent, !edit.writes("user-agent") {
                     w.append("User-Agent: ")
                     w.append(ua)
                     w.append("\r\n")
                 }
+                edit.write(into: &w)
                 writeRequestFraming(head.framing, into: &w)
                 w.append("\r\n")
                 return w.count
@@ -237,9 +240,9 @@ public enum HeadWriter {
     /// Writes the response head sent to the client.
     public static func writeClientResponse(
         _ head: ResponseHead, framing: ClientFraming, via: String?, connection: ConnectionHeader,
-        into out: inout ByteBuffer
+        edit: HeaderEdit = HeaderEdit(), into out: inout ByteBuffer
     ) {
-        let bound = head.bytes.readableBytes + (via?.utf8.count ?? 0) + 128
+        let bound = head.bytes.readableBytes + (via?.utf8.count ?? 0) + edit.extraBytes + 128
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
             head.bytes.withUnsafeReadableBytes { src in
                 var w = BoundedWriter(dst)
@@ -255,9 +258,10 @@ public enum HeadWriter {
                     switch kind {
                     case .hopByHop: return false
                     case .contentLength: return framing == .none
-                    default: return true
+                    default: return !edit.drops(f)
                     }
                 }
+                edit.write(into: &w)
                 if let via { writeVia(via, receivedWith: head.version, into: &w) }
                 writeFraming(framing, into: &w)
                 switch connection {

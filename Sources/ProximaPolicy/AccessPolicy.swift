@@ -71,6 +71,9 @@ public struct AccessRule: Sendable, Equatable {
     public var users: Set<String>?
     /// The authenticated user belongs to one of these groups.
     public var groups: Set<String>?
+    /// The privacy profile for requests this rule allows (overrides the listener's); nil: the
+    /// listener decides.
+    public var anonymize: Bool?
 
     /// Whether the rule can only be decided once the user is known.
     public var needsIdentity: Bool { users != nil || groups != nil || action == .authenticate }
@@ -177,6 +180,8 @@ public struct AccessDecision: Sendable, Equatable {
     public var rule: String?
     /// The rule needs to know the user and the request carries no valid credentials: 407.
     public var challenge = false
+    /// The deciding rule's privacy profile setting (nil: the listener's).
+    public var anonymize: Bool?
 
     public init(allowed: Bool, rule: String?, challenge: Bool = false) {
         self.allowed = allowed
@@ -220,7 +225,9 @@ public struct AccessPolicy: Sendable, Equatable {
             }
             guard rules[i].matches(request, headers: headers) else { continue }
             if rules[i].action == .authenticate { continue }  // the user is known: satisfied
-            return AccessDecision(allowed: rules[i].action == .allow, rule: rules[i].name)
+            var decision = AccessDecision(allowed: rules[i].action == .allow, rule: rules[i].name)
+            decision.anonymize = rules[i].anonymize
+            return decision
         }
         return AccessDecision(allowed: false, rule: nil)
     }

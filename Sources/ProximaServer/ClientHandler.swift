@@ -65,6 +65,16 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var tunnelUpstreamClosed = false
         /// Counted in the open-tunnels gauge (taken off again when logged).
         var tunnelCounted = false
+        /// The privacy profile for this request (the deciding rule's, else the listener's).
+        var anonymizer: Anonymizer?
+        /// Named values a deny or block page shows (rule, list).
+        var pageFields: [(String, String)] = []
+        /// Element hiding for the page this request loads, if it is one and the lists have rules.
+        var cosmetics: PageCosmetics?
+        /// Set while an HTML response streams through element hiding; its body is then framed
+        /// anew (chunked, or until close for HTTP/1.0 clients).
+        var hiding: ElementHidingStream?
+        var hidingChunked = false
         /// When the request head went upstream, and how long its response head took.
         var requestSentAt: NIODeadline?
         var upstreamHeadNanoseconds: Int64?
@@ -409,9 +419,23 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         let decision = settings.policy.evaluate(request, headers: RequestHeaders(current: cur))
         if decision.allowed {
-            if !settings.blocklists.isEmpty, let (list, rule) = settings.blocklists.match(host: target.host) {
-                return respondBlocked(cur, list: list, rule: rule)
+            if !settings.blocklists.isEmpty {
+                if cur.head.isConnect {
+                    if let (list, rule) = settings.blocklists.match(host: target.host, port: target.port) {
+                        return respondBlocked(cur, list: list, rule: rule, type: [.document, .other])
+                    }
+                } else {
+                    let filterRequest = filterRequest(cur, target)
+                    if let (list, rule) = settings.blocklists.match(filterRequest) {
+                        return respondBlocked(cur, list: list, rule: rule, type: filterRequest.type)
+                    }
+                    if settings.elementHiding, filterRequest.type == .document || filterRequest.type == .subdocument {
+                        let page = settings.blocklists.cosmetics.page(host: target.host)
+                        if page.hasWork { cur.cosmetics = page }
+                    }
+                }
             }
+            cur.anonymizer = decision.anonymize.map { $0 ? settings.ruleAnonymizer : nil } ?? anonymizer
             cur.record.result = cur.head.isConnect ? .tunnel : .miss
             return connectUpstream(cur, target, reuse: !cur.head.isConnect)
         }
@@ -419,27 +443,38 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             return challenge(cur, decision, failedLogin: failedLogin)
         }
         cur.record.detail = decision.rule.map { "rule \($0)" } ?? "default deny"
+        cur.pageFields = [("rule", decision.rule ?? "(default deny)")]
         metrics.denied(by: decision.rule.map { "access rule \($0)" } ?? "access default deny")
         respondLocally(403, "Access denied: \(decision.explanation).", result: .denied)
     }
 
+    /// What the block lists see of a request: its URL, its type and the page it comes from, as
+    /// far as the headers tell.
+    private func filterRequest(_ cur: Current, _ target: RequestTarget) -> FilterRequest {
+        let head = cur.head
+        let type = ResourceType.infer(
+            secFetchDest: head.firstValue("sec-fetch-dest"), accept: head.firstValue("accept"), path: target.pathAndQuery,
+            requestedWith: head.firstValue("x-requested-with"), upgrade: head.firstValue("upgrade"))
+        let source = (head.firstValue("referer") ?? head.firstValue("origin")).flatMap(FilterRequest.host(ofURL:))
+        return FilterRequest(
+            url: head.target, host: target.host, type: type, sourceHost: type == .document ? nil : source,
+            thirdParty: type == .document
+                ? false
+                : FilterRequest.thirdParty(host: target.host, sourceHost: source, secFetchSite: head.firstValue("sec-fetch-site"), suffixes: settings.suffixes))
+    }
+
     /// A blocked request gets an answer that does not break the page around it: a transparent
     /// pixel for images, a short page for documents (and CONNECT), an empty 204 for the rest.
-    private func respondBlocked(_ cur: Current, list: String, rule: String) {
+    private func respondBlocked(_ cur: Current, list: String, rule: String, type: ResourceType) {
         metrics.blocked(list: list)
         cur.record.detail = "blocklist \(list): \(rule)"
+        cur.pageFields = [("list", list), ("rule", rule)]
         let message = "Blocked by the block list '\(list)' (rule \(rule))."
         if cur.head.isConnect { return respondLocally(403, message, result: .denied) }
-        let dest = cur.head.firstValue("sec-fetch-dest")?.lowercased()
-        let accept = cur.head.firstValue("accept")?.lowercased() ?? ""
-        let path = cur.target?.pathAndQuery.split(separator: "?", maxSplits: 1).first?.lowercased() ?? ""
-        let isImage = dest == "image"
-            || (dest == nil && (accept.hasPrefix("image/") || [".gif", ".png", ".jpg", ".jpeg", ".webp", ".svg", ".ico"].contains { path.hasSuffix($0) }))
-        if isImage {
+        if type == .image {
             return respondLocally(200, message, result: .denied, body: (LocalResponse.transparentGIF, "image/gif"))
         }
-        let isDocument = dest == "document" || dest == "iframe" || dest == "frame" || (dest == nil && accept.contains("text/html"))
-        if isDocument { return respondLocally(403, message, result: .denied) }
+        if type == .document || type == .subdocument { return respondLocally(403, message, result: .denied) }
         respondLocally(204, message, result: .denied, body: ([], nil))
     }
 
@@ -576,9 +611,16 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             return
         }
         var out = conn.channel.allocator.buffer(capacity: cur.head.bytes.readableBytes + 128)
+        // Element hiding must read the page: ask for it uncompressed (Privoxy's
+        // prevent-compression).
+        let edit = settings.requestHeaderRules.isEmpty && cur.cosmetics == nil
+            ? HeaderEdit()
+            : HeaderEdit(
+                rules: settings.requestHeaderRules, bytes: cur.head.bytes, fields: cur.head.fields,
+                extraRemovals: cur.cosmetics == nil ? [] : ["accept-encoding"])
         HeadWriter.writeUpstreamRequest(
             cur.head, target: cur.target!, via: settings.via, forwardedFor: settings.forwardedFor,
-            clientIP: clientText, anonymizer: anonymizer, into: &out)
+            clientIP: clientText, anonymizer: cur.anonymizer, edit: edit, into: &out)
         conn.channel.write(out, promise: nil)
         upstreamNeedsFlush = true
         cur.requestSentAt = .now()
@@ -690,8 +732,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 beginResponse(cur, head, context, body: &buf)
             case .length(let remaining):
                 let take = min(remaining, buf.readableBytes)
-                cur.record.bytesOut += take
-                context.write(wrapOutboundOut(buf.readSlice(length: take)!), promise: nil)
+                writeBody(cur, buf.readSlice(length: take)!, context)
                 cur.response = remaining - take == 0 ? .done : .length(remaining - take)
             case .chunked(var scanner, let decode):
                 let consumed: Int
@@ -701,8 +742,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                         let base = buf
                         consumed = try base.withUnsafeReadableBytes { raw in
                             try scanner.scan(raw) { start, count in
-                                cur.record.bytesOut += count
-                                context.write(wrapOutboundOut(base.getSlice(at: base.readerIndex + start, length: count)!), promise: nil)
+                                writeBody(cur, base.getSlice(at: base.readerIndex + start, length: count)!, context)
                             }
                         }
                         buf.moveReaderIndex(forwardBy: consumed)
@@ -724,8 +764,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                     cur.record.bytesOut += size.readableBytes + 2
                     context.write(wrapOutboundOut(size), promise: nil)
                 }
-                cur.record.bytesOut += buf.readableBytes
-                context.write(wrapOutboundOut(buf), promise: nil)
+                writeBody(cur, buf, context)
                 if rechunk { context.write(wrapOutboundOut(ByteBuffer(staticString: "\r\n")), promise: nil) }
                 buf.moveReaderIndex(to: buf.writerIndex)
             case .done:
@@ -737,6 +776,57 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
     }
 
+    /// Response body bytes to the client: as they are, or through element hiding (which inserts
+    /// its style sheet and frames everything as chunks of its own).
+    private func writeBody(_ cur: Current, _ data: ByteBuffer, _ context: ChannelHandlerContext) {
+        guard var hiding = cur.hiding else {
+            cur.record.bytesOut += data.readableBytes
+            context.write(wrapOutboundOut(data), promise: nil)
+            return
+        }
+        let insertion = data.withUnsafeReadableBytes { hiding.scan($0) }
+        cur.hiding = hiding
+        guard let at = insertion else { return writeHidingChunk(cur, data, context) }
+        var rest = data
+        writeHidingChunk(cur, rest.readSlice(length: at)!, context)
+        writeHidingChunk(cur, ByteBuffer(bytes: hiding.page.upFrontStyle), context)
+        writeHidingChunk(cur, rest, context)
+    }
+
+    private func writeHidingChunk(_ cur: Current, _ data: ByteBuffer, _ context: ChannelHandlerContext) {
+        guard data.readableBytes > 0 else { return }
+        if cur.hidingChunked {
+            var size = context.channel.allocator.buffer(capacity: 12)
+            size.writeString(String(data.readableBytes, radix: 16))
+            size.writeStaticString("\r\n")
+            cur.record.bytesOut += size.readableBytes + 2
+            context.write(wrapOutboundOut(size), promise: nil)
+        }
+        cur.record.bytesOut += data.readableBytes
+        context.write(wrapOutboundOut(data), promise: nil)
+        if cur.hidingChunked { context.write(wrapOutboundOut(ByteBuffer(staticString: "\r\n")), promise: nil) }
+    }
+
+    /// The end of an element-hiding body: the generic rules the page turned out to need, then
+    /// the last chunk.
+    private func finishHiding(_ cur: Current) {
+        guard var hiding = cur.hiding, let context else { return }
+        cur.hiding = nil
+        writeHidingChunk(cur, ByteBuffer(bytes: hiding.finish()), context)
+        if cur.hidingChunked {
+            context.write(wrapOutboundOut(ByteBuffer(staticString: "0\r\n\r\n")), promise: nil)
+            cur.record.bytesOut += 5
+        }
+    }
+
+    /// Whether element hiding can work on this response: a full HTML page, not compressed.
+    private static func canHide(_ head: ResponseHead, request: RequestHead) -> Bool {
+        guard head.status == 200, !request.isHead, head.framing != .none else { return false }
+        guard let type = head.firstValue("content-type")?.lowercased(), type.hasPrefix("text/html") else { return false }
+        if let encoding = head.firstValue("content-encoding")?.lowercased(), !encoding.isEmpty, encoding != "identity" { return false }
+        return head.firstValue("content-range") == nil
+    }
+
     /// Largest body that is copied behind the response head so that both go out as one buffer;
     /// a copy this small costs less than a second write through the pipeline.
     static let coalescedBodyLimit = 16 * 1024
@@ -746,7 +836,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         cur.record.status = head.status
         cur.record.contentType = head.firstValue("content-type")
         if !head.serverKeepAlive { cur.upstreamReusable = false }
-        let framing: HeadWriter.ClientFraming
+        var framing: HeadWriter.ClientFraming
         switch head.framing {
         case .none:
             framing = .none
@@ -773,6 +863,18 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 cur.response = .untilClose(rechunk: false)
             }
         }
+        if let page = cur.cosmetics, Self.canHide(head, request: cur.head) {
+            // The page grows by the style sheets: its length is no longer known up front.
+            cur.hiding = ElementHidingStream(page: page)
+            cur.hidingChunked = cur.head.version == .http11
+            framing = cur.hidingChunked ? .chunked : .untilClose
+            if !cur.hidingChunked { cur.clientKeepAlive = false }
+            switch head.framing {
+            case .chunked: cur.response = .chunked(ChunkedScanner(), decode: true)
+            case .untilClose: cur.response = .untilClose(rechunk: false)
+            default: break
+            }
+        }
         if !cur.requestBodyDone {
             // The server answered before the whole body arrived: the rest of the body cannot be
             // told apart from a next request without reading it all, so the connection ends.
@@ -781,12 +883,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         let connection: HeadWriter.ConnectionHeader =
             !cur.clientKeepAlive ? .close : (cur.head.version == .http10 ? .keepAlive : .none)
         var coalesced = 0
-        if case .length(let remaining) = cur.response, body.readableBytes > 0 {
+        if case .length(let remaining) = cur.response, body.readableBytes > 0, cur.hiding == nil {
             let take = min(remaining, body.readableBytes)
             if take <= Self.coalescedBodyLimit { coalesced = take }
         }
         var out = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + (settings.via?.utf8.count ?? 0) + 128 + coalesced)
-        HeadWriter.writeClientResponse(head, framing: framing, via: settings.via, connection: connection, into: &out)
+        let edit = settings.responseHeaderRules.isEmpty
+            ? HeaderEdit() : HeaderEdit(rules: settings.responseHeaderRules, bytes: head.bytes, fields: head.fields)
+        HeadWriter.writeClientResponse(head, framing: framing, via: settings.via, connection: connection, edit: edit, into: &out)
         if coalesced > 0, case .length(let remaining) = cur.response {
             var slice = body.readSlice(length: coalesced)!
             out.writeBuffer(&slice)
@@ -867,6 +971,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     private func responseComplete(_ cur: Current) {
+        finishHiding(cur)
         let reusable = cur.upstreamReusable && cur.requestBodyDone
         detachUpstream(cur, reusable: reusable)
         if !cur.requestBodyDone { cur.clientKeepAlive = false }
@@ -1003,7 +1108,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             page = LocalResponse.make(
                 status: status, message: message, request: "\(cur.head.method) \(cur.head.target)", style: cur.pageStyle,
                 close: mustClose, headRequest: cur.head.isHead, via: settings.via, requestID: cur.requestID, detail: cur.record.detail,
-                headers: headers,
+                headers: headers, fields: cur.pageFields, templates: settings.pages, client: clientText, user: cur.record.user,
                 allocator: context.channel.allocator)
         }
         cur.record.bytesOut += page.readableBytes

@@ -1,5 +1,6 @@
 import Atomics
 import NIOCore
+import ProximaConfig
 import ProximaTelemetry
 
 /// Pages the proxy answers itself: errors, denials, and the page for requests aimed at the
@@ -58,18 +59,37 @@ enum LocalResponse {
     /// The complete response (head and body) as one buffer.
     static func make(
         status: Int, message: String, request: String?, style: PageStyle, close: Bool, headRequest: Bool = false,
-        via: String?, requestID: String? = nil, detail: String? = nil, headers: [(String, String)] = [], allocator: ByteBufferAllocator
+        via: String?, requestID: String? = nil, detail: String? = nil, headers: [(String, String)] = [],
+        fields: [(String, String)] = [], templates: PageTemplates = PageTemplates(), client: String? = nil, user: String? = nil,
+        allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let reason = reasonPhrase(status)
         let body: String
         let html = style == .html
-        if style == .json {
+        let kind = style == .json ? "json" : html ? "html" : "txt"
+        if let template = templates.template(status: status, kind: kind) {
+            var values: [String: String] = [
+                "status": String(status), "reason": reason, "message": message, "request": request ?? "",
+                "request_id": requestID ?? "", "detail": detail ?? "", "client": client ?? "", "user": user ?? "",
+                "proxy": "Proxima \(proximaVersion)", "rule": "", "list": "",
+            ]
+            for (k, v) in fields { values[k] = v }
+            body = template.render(values) { value in
+                switch style {
+                case .html: return escapeHTML(value)
+                case .json: return String(AccessLogLineFormat.jsonString(value).dropFirst().dropLast())
+                case .text: return value
+                }
+            }
+        } else if style == .json {
             let q = AccessLogLineFormat.jsonString
             body = "{\"status\":\(status),\"error\":\(q(reason)),\"message\":\(q(message))"
+                + fields.map { ",\(q($0.0)):\(q($0.1))" }.joined()
                 + (request.map { ",\"request\":" + q($0) } ?? "") + (requestID.map { ",\"request_id\":" + q($0) } ?? "")
                 + (detail.map { ",\"detail\":" + q($0) } ?? "") + ",\"proxy\":\"Proxima \(proximaVersion)\"}\n"
         } else if html {
-            var req = request.map { "<p>Request: <code>\(escapeHTML($0))</code></p>\n" } ?? ""
+            var req = fields.map { "<p>\(escapeHTML($0.0.prefix(1).uppercased() + $0.0.dropFirst())): <code>\(escapeHTML($0.1))</code></p>\n" }.joined()
+            req += request.map { "<p>Request: <code>\(escapeHTML($0))</code></p>\n" } ?? ""
             if let requestID { req += "<p>Request id: <code>\(escapeHTML(requestID))</code> (quote it when reporting this)</p>\n" }
             body = """
                 <!DOCTYPE html>
@@ -81,7 +101,8 @@ enum LocalResponse {
 
                 """
         } else {
-            var req = request.map { "Request: \($0)\n" } ?? ""
+            var req = fields.map { "\($0.0.prefix(1).uppercased() + $0.0.dropFirst()): \($0.1)\n" }.joined()
+            req += request.map { "Request: \($0)\n" } ?? ""
             if let requestID { req += "Request id: \(requestID)\n" }
             body = "\(status) \(reason)\n\(message)\n\(req)-- Proxima \(proximaVersion)\n"
         }

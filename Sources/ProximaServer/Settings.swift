@@ -45,6 +45,14 @@ final class RuntimeSettings: Sendable {
     let blocklists: BlockListSet
     /// The privacy profile by listener name (absent: off).
     let anonymizers: [String: Anonymizer]
+    /// The profile access rules with `anonymize: true` turn on.
+    let ruleAnonymizer: Anonymizer
+    let suffixes: PublicSuffixList
+    /// Whether pages get element hiding (on, and the lists have element-hiding rules).
+    let elementHiding: Bool
+    let requestHeaderRules: [HeaderRule]
+    let responseHeaderRules: [HeaderRule]
+    let pages: PageTemplates
 
     init(config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints()) {
         self.protectedEndpoints = protectedEndpoints
@@ -55,6 +63,12 @@ final class RuntimeSettings: Sendable {
             anonymizers[l.name] = Anonymizer(userAgent: config.proxy.userAgent ?? Anonymizer.commonUserAgent)
         }
         self.anonymizers = anonymizers
+        self.ruleAnonymizer = Anonymizer(userAgent: config.proxy.userAgent ?? Anonymizer.commonUserAgent)
+        self.suffixes = config.filtering.suffixes
+        self.elementHiding = config.filtering.elementHiding && !blocklists.cosmetics.isEmpty
+        self.requestHeaderRules = config.headerRules.filter { $0.direction == .request }
+        self.responseHeaderRules = config.headerRules.filter { $0.direction == .response }
+        self.pages = config.pages
         self.authCache = AuthCache(ttlSeconds: Int((config.auth?.cacheTTL.nanoseconds ?? 0) / 1_000_000_000))
         self.logsRequestID = config.logging.access.contains {
             $0.template.map { $0.source.contains("request_id") } ?? ($0.format == .json)

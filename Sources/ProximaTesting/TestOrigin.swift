@@ -144,8 +144,96 @@ final class OriginHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.end(t)), promise: nil)
         case "slow":
             break
+        case "html", "htmlchunked":
+            // A page for element hiding: with Content-Length, or chunked in pieces of `arg` bytes
+            // so that tags straddle chunk boundaries.
+            var h = HTTPHeaders()
+            h.add(name: "Content-Type", value: "text/html; charset=utf-8")
+            h.add(name: "Server", value: "test-origin/1.0")
+            h.add(name: "X-Powered-By", value: "Swift")
+            h.add(name: "X-Accept-Encoding", value: head.headers["accept-encoding"].first ?? "none")
+            let page = Array(Self.htmlPage.utf8)
+            if route == "html" {
+                h.add(name: "Content-Length", value: String(page.count))
+            } else {
+                h.add(name: "Transfer-Encoding", value: "chunked")
+            }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
+            var at = 0
+            let piece = route == "html" ? page.count : max(1, arg)
+            while at < page.count {
+                let n = min(piece, page.count - at)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: page[at..<at + n])))), promise: nil)
+                at += n
+            }
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        case "site", "js", "__utm.gif":
+            let port = context.channel.localAddress?.port ?? 0
+            let (type, body) = Self.siteFile(head.uri, port: port)
+            var h = HTTPHeaders()
+            h.add(name: "Content-Type", value: type)
+            h.add(name: "Content-Length", value: String(body.count))
+            h.add(name: "Cache-Control", value: "no-store")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: type == "text/plain" ? .notFound : .ok, headers: h))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         default:
             send(context, status: .notFound, body: ByteBuffer(string: "no route \(head.uri)\n"))
+        }
+    }
+
+    /// The element-hiding page: a class and an id that lists hide, and ones they do not.
+    public static let htmlPage = """
+        <!DOCTYPE html>
+        <html lang="en"><HEAD data-x='a>b'><title>Test page</title></HEAD>
+        <body class="home page"><header>not the head tag</header>
+        <div class="ad-banner wide" id="top">AD</div>
+        <div id="sponsor-box">SPONSOR</div>
+        <p class="story">Article text.</p>
+        </body></html>
+
+        """
+
+    /// A 3×3 GIF: the proxy's blocked-image answer is 1×1, so a page can tell them apart.
+    static let gif3x3: [UInt8] = [
+        0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x03, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0xFF, 0x00, 0x00,
+        0x00, 0x00, 0xFF, 0x2C, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x03, 0x00, 0x00, 0x02, 0x03, 0x84,
+        0x7F, 0x05, 0x00, 0x3B,
+    ]
+
+    /// A small news site for a browser: a page (from 127.0.0.1) with its own script and logo,
+    /// and an ad script and a tracking pixel from another site (localhost), which EasyList
+    /// (`/js/flyad.js`) and EasyPrivacy (`/__utm.gif`) block; an `.ad-slot` box EasyList hides.
+    static func siteFile(_ uri: String, port: Int) -> (String, [UInt8]) {
+        let path = String(uri.split(separator: "?").first ?? "")
+        switch path {
+        case "/site/page.html":
+            let other = "http://localhost:\(port)"
+            let page = """
+                <!DOCTYPE html>
+                <html><head><meta charset="utf-8"><title>Daily News</title><script src="/site/app.js"></script></head>
+                <body><h1>Daily News</h1>
+                <div class="ad-slot" id="slot">ADVERTISEMENT</div>
+                <p id="article">The article text.</p>
+                <img id="logo" src="/site/logo.gif"><img id="tracker" src="\(other)/__utm.gif?page=1">
+                <script src="\(other)/js/flyad.js"></script>
+                <script>
+                window.addEventListener('load', function () {
+                  var r = {app: window.appRan === true, ad: window.adRan === true,
+                    logo: document.getElementById('logo').naturalWidth, tracker: document.getElementById('tracker').naturalWidth,
+                    slot: getComputedStyle(document.getElementById('slot')).display,
+                    article: getComputedStyle(document.getElementById('article')).display};
+                  document.body.setAttribute('data-result', JSON.stringify(r));
+                });
+                </script>
+                </body></html>
+
+                """
+            return ("text/html; charset=utf-8", Array(page.utf8))
+        case "/site/app.js": return ("application/javascript", Array("window.appRan = true;\n".utf8))
+        case "/js/flyad.js": return ("application/javascript", Array("window.adRan = true;\n".utf8))
+        case "/site/logo.gif", "/__utm.gif": return ("image/gif", gif3x3)
+        default: return ("text/plain", Array("no file \(path)\n".utf8))
         }
     }
 

@@ -199,7 +199,7 @@ struct Check: ParsableCommand {
 func reportBlockLists(_ config: ProximaConfiguration, _ logger: Logger) {
     for list in config.blocklists {
         let skipped = list.skipped.sorted { $0.value > $1.value }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
-        logger.notice("block list '\(list.name)' (\(list.source)): \(list.ruleCount) host rules\(skipped.isEmpty ? "" : "; not applied: \(skipped)")")
+        logger.notice("block list '\(list.name)' (\(list.source)): \(list.hostRuleCount) host rules, \(list.networkRuleCount) URL rules, \(list.cosmeticRuleCount) element-hiding rules\(skipped.isEmpty ? "" : "; not applied: \(skipped)")")
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import Testing
 
@@ -145,5 +146,70 @@ struct AnonymizerTests {
         #expect(Anonymizer.urlHost("http://[::1]:80/") == "::1")
         #expect(Anonymizer.origin("https://a.example:8443/x?y") == "https://a.example:8443")
         #expect(Anonymizer.origin("not a url") == nil)
+    }
+}
+
+@Suite("Header rules (remove, set, replace) per direction")
+struct HeaderRuleTests {
+    func rewritten(_ text: String, _ rules: [HeaderRule], anonymizer: Anonymizer? = nil, extra: [String] = []) throws -> String {
+        let head = try #require(try parseRequest(text))
+        let target = try RequestTarget.parseAbsolute(head.target)
+        let edit = HeaderEdit(rules: rules, bytes: head.bytes, fields: head.fields, extraRemovals: extra)
+        var out = ByteBuffer()
+        HeadWriter.writeUpstreamRequest(
+            head, target: target, via: nil, forwardedFor: .remove, clientIP: "10.0.0.9", anonymizer: anonymizer, edit: edit, into: &out)
+        return out.readString(length: out.readableBytes)!
+    }
+
+    static let request = "GET http://a.example/ HTTP/1.1\r\nHost: a\r\nUser-Agent: Mozilla/5.0 Chrome/131.0.1 Safari\r\nX-Client-Data: abc\r\nSec-CH-UA: x\r\nSec-CH-UA-Platform: y\r\nDNT: 0\r\nAccept-Encoding: gzip\r\nAccept: */*\r\n\r\n"
+
+    @Test func removeSetAndReplace() throws {
+        let rules = [
+            HeaderRule(direction: .request, name: "X-Client-Data", action: .remove),
+            HeaderRule(direction: .request, name: "sec-ch-*", action: .remove),
+            HeaderRule(direction: .request, name: "User-Agent", action: .replace(try HeaderValuePattern("Chrome/[0-9.]+"), with: "Chrome/130.0")),
+            HeaderRule(direction: .request, name: "DNT", action: .set("1")),
+            HeaderRule(direction: .request, name: "X-Proxy-Note", action: .set("hello")),
+        ]
+        let out = try rewritten(Self.request, rules)
+        for gone in ["X-Client-Data", "Sec-CH-UA", "DNT: 0", "Chrome/131"] { #expect(!out.contains(gone), "\(gone)") }
+        #expect(out.contains("User-Agent: Mozilla/5.0 Chrome/130.0 Safari\r\n"))
+        #expect(out.contains("Dnt: 1\r\n") && out.contains("X-Proxy-Note: hello\r\n"))
+        #expect(out.contains("Accept: */*\r\nAccept-Encoding: gzip\r\n") || out.contains("Accept-Encoding: gzip\r\n"))
+        #expect(out.hasSuffix("\r\n\r\n"))
+    }
+
+    @Test func noRulesCopiesTheHeadUntouched() throws {
+        #expect(try rewritten(Self.request, []) == (try rewritten(Self.request, [HeaderRule(direction: .request, name: "x-absent", action: .remove)])))
+        #expect(!(try rewritten(Self.request, [], extra: ["accept-encoding"])).contains("Accept-Encoding"))
+    }
+
+    @Test func aValueCannotSmuggleAField() throws {
+        let rules = [HeaderRule(direction: .request, name: "X-A", action: .set("1\r\nX-Evil: 1"))]
+        let out = try rewritten(Self.request, rules)
+        #expect(out.contains("X-A: 1X-Evil: 1\r\n"))
+        #expect(!out.contains("\r\nX-Evil"))
+    }
+
+    @Test func rulesApplyOnTopOfThePrivacyProfile() throws {
+        let out = try rewritten(Self.request, [HeaderRule(direction: .request, name: "Accept", action: .set("text/html"))], anonymizer: Anonymizer())
+        #expect(out.contains("Accept: text/html\r\n") && !out.contains("Accept: */*"))
+        #expect(!out.contains("Sec-CH-UA"))
+        let ua = try rewritten(Self.request, [HeaderRule(direction: .request, name: "User-Agent", action: .set("Mine/1"))], anonymizer: Anonymizer())
+        #expect(ua.components(separatedBy: "User-Agent").count == 2 && ua.contains("User-Agent: Mine/1\r\n"))
+    }
+
+    @Test func responseRules() throws {
+        var buf = ByteBuffer(string: "HTTP/1.1 200 OK\r\nServer: nginx/1.25\r\nX-Powered-By: PHP/8\r\nContent-Length: 2\r\n\r\n")
+        guard case .complete(let head, _) = try HeadParser.parseResponse(buf, requestMethod: "GET") else { Issue.record("no head"); return }
+        let edit = HeaderEdit(rules: [
+            HeaderRule(direction: .response, name: "Server", action: .set("proxima")),
+            HeaderRule(direction: .response, name: "X-Powered-By", action: .remove),
+        ], bytes: head.bytes, fields: head.fields)
+        var out = ByteBuffer()
+        HeadWriter.writeClientResponse(head, framing: .length(2), via: nil, connection: .none, edit: edit, into: &out)
+        let text = out.readString(length: out.readableBytes)!
+        #expect(text.contains("Server: proxima\r\n") && !text.contains("nginx") && !text.contains("PHP"))
+        buf.clear()
     }
 }

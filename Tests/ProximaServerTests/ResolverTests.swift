@@ -6,10 +6,12 @@ import Testing
 
 @Suite("DNS resolver")
 struct ResolverTests {
-    func makeResolver(ttl: TimeAmount = .seconds(60)) -> (DNSResolver, NIOThreadPool) {
+    /// Long lifetimes unless a test is about expiry: a loaded machine can take seconds between
+    /// two awaits (a 5 s negative lifetime once expired between two calls of one test).
+    func makeResolver(ttl: TimeAmount = .seconds(600)) -> (DNSResolver, NIOThreadPool) {
         let pool = NIOThreadPool(numberOfThreads: 2)
         pool.start()
-        return (DNSResolver(threadPool: pool, ttl: ttl, negativeTTL: .seconds(5), maxEntries: 100), pool)
+        return (DNSResolver(threadPool: pool, ttl: ttl, negativeTTL: .seconds(600), maxEntries: 100), pool)
     }
 
     @Test func concurrentLookupsOfOneNameMakeOneCallAndAreCached() async throws {
