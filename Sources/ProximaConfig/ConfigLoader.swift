@@ -421,7 +421,9 @@ final class NodeReader {
                         var name: String?
                         var pattern: HeaderValuePattern?
                         var with = ""
+                        var keys: Set<String> = []
                         mapping(item, ip, keys: ["name", "pattern", "with"]) { rk, rn, rp in
+                            keys.insert(rk)
                             switch rk {
                             case "name": if let v = string(rn, rp), fieldName(v, rn, rp, wildcard: true) { name = v }
                             case "pattern":
@@ -431,7 +433,11 @@ final class NodeReader {
                             default: if let v = string(rn, rp) { with = v }
                             }
                         }
-                        guard let name, let pattern else { return fail(ip, item, "needs name and pattern") }
+                        guard let name, let pattern else {
+                            // A bad value was reported where it is; only missing keys are reported here.
+                            if !keys.isSuperset(of: ["name", "pattern"]) { fail(ip, item, "needs name and pattern") }
+                            return
+                        }
                         replaces.append(HeaderRule(direction: direction, name: name, action: .replace(pattern, with: with)))
                     }
                 }

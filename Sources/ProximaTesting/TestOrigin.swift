@@ -152,7 +152,7 @@ final class OriginHandler: ChannelInboundHandler {
             h.add(name: "Server", value: "test-origin/1.0")
             h.add(name: "X-Powered-By", value: "Swift")
             h.add(name: "X-Accept-Encoding", value: head.headers["accept-encoding"].first ?? "none")
-            let page = Array(Self.htmlPage.utf8)
+            let page = Array(OriginPages.html.utf8)
             if route == "html" {
                 h.add(name: "Content-Length", value: String(page.count))
             } else {
@@ -181,18 +181,6 @@ final class OriginHandler: ChannelInboundHandler {
             send(context, status: .notFound, body: ByteBuffer(string: "no route \(head.uri)\n"))
         }
     }
-
-    /// The element-hiding page: a class and an id that lists hide, and ones they do not.
-    public static let htmlPage = """
-        <!DOCTYPE html>
-        <html lang="en"><HEAD data-x='a>b'><title>Test page</title></HEAD>
-        <body class="home page"><header>not the head tag</header>
-        <div class="ad-banner wide" id="top">AD</div>
-        <div id="sponsor-box">SPONSOR</div>
-        <p class="story">Article text.</p>
-        </body></html>
-
-        """
 
     /// A 3×3 GIF: the proxy's blocked-image answer is 1×1, so a page can tell them apart.
     static let gif3x3: [UInt8] = [
@@ -270,4 +258,19 @@ final class OriginHandler: ChannelInboundHandler {
         if streaming, context.channel.isWritable { pump(context) }
         context.fireChannelWritabilityChanged()
     }
+}
+
+public enum OriginPages {
+    /// The element-hiding page: a class and an id that lists hide, and ones they do not.
+    public static let html = """
+        <!DOCTYPE html>
+        <html lang="en"><HEAD data-x='a>b'><title>Test page</title></HEAD>
+        <body class="home page"><header>not the head tag</header>
+        <div class="ad-banner wide" id="top">AD</div>
+        <div id="sponsor-box">SPONSOR</div>
+        <p class="story">Article text.</p>
+        </body></html>
+
+        """
+
 }
