@@ -59,6 +59,29 @@ struct PasswordTests {
         #expect(!f.verify(user: "erin", password: "pässwörd"))
     }
 
+    /// Hashes made by `mkpasswd` (Debian's whois package) in the test, for the crypt(3) schemes.
+    @Test(arguments: ["sha-512", "yescrypt", "sha-256", "bcrypt"])
+    func hashesMadeByMkpasswdVerify(_ method: String) throws {
+        let mkpasswd = try #require(["/usr/bin/mkpasswd"].first { FileManager.default.isExecutableFile(atPath: $0) },
+                                    "mkpasswd is needed (apt-get install whois)")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mkpasswd)
+        p.arguments = ["-m", method, "--stdin"]
+        let input = Pipe()
+        let out = Pipe()
+        p.standardInput = input
+        p.standardOutput = out
+        try p.run()
+        input.fileHandleForWriting.write(Data("correct horse".utf8))
+        try input.fileHandleForWriting.close()
+        let hash = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        p.waitUntilExit()
+        try #require(p.terminationStatus == 0 && hash.hasPrefix("$"), "mkpasswd -m \(method) gave '\(hash)'")
+        let f = try PasswordFile.parse("frank:\(hash)\n", path: "t").get()
+        #expect(f.verify(user: "frank", password: "correct horse"))
+        #expect(!f.verify(user: "frank", password: "correct horse "))
+    }
+
     @Test func groupsAndCredentials() throws {
         let g = try GroupFile.parse("staff: alice bob\nadmins:alice\n# x\n", path: "g").get()
         #expect(g.groupsByUser["alice"] == ["staff", "admins"])
