@@ -199,10 +199,12 @@ struct AdminTests {
         let origin = try await TestOrigin.start()
         defer { Task { await origin.stop() } }
         try await withAdminProxy { proxy, port in
-            // A request in flight keeps the drain going while readiness is asked.
-            let inFlight = Task { try await send(proxy, ["GET \(origin.url)/slow HTTP/1.1\r\nHost: x\r\n\r\n"], timeout: .seconds(3)) }
+            // A request in flight keeps the drain going while readiness is asked. The client gives
+            // up after 15 s, which ends the drain; 3 s once let the drain end before /healthz was
+            // asked on a loaded machine.
+            let inFlight = Task { try await send(proxy, ["GET \(origin.url)/slow HTTP/1.1\r\nHost: x\r\n\r\n"], timeout: .seconds(15)) }
             #expect(await eventually { origin.connectionsOpen >= 1 })
-            let drain = Task { await proxy.server.shutdown(drainTimeout: .seconds(3)) }
+            let drain = Task { await proxy.server.shutdown(drainTimeout: .seconds(60)) }
             #expect(await eventually { (try? await admin(port, "/readyz", token: nil).status) == 503 })
             let health = try await admin(port, "/healthz", token: nil)
             #expect(health.status == 200)
