@@ -81,8 +81,47 @@ struct FilterEngine: Sendable {
         hasNetworkFilters = !filters.isEmpty
         blocking = file(blockingIDs)
         exceptions = file(exceptionIDs)
+        placeInBucketOrder()
         hosts = HostTable(hostMasks)
         pageExceptions = HostTable(pageMasks)
+    }
+
+    /// Moves the rules (and their patterns) into the order of the buckets, so that the rules a
+    /// URL token leads to sit next to each other in memory: a bucket costs one or two cache
+    /// misses instead of one per rule.
+    private mutating func placeInBucketOrder() {
+        var order: [Int32] = []
+        order.reserveCapacity(filters.count)
+        var placed = [Bool](repeating: false, count: filters.count)
+        for id in blocking.ids + exceptions.ids + blocking.untokenized + exceptions.untokenized where !placed[Int(id)] {
+            placed[Int(id)] = true
+            order.append(id)
+        }
+        for id in 0..<Int32(filters.count) where !placed[Int(id)] { order.append(id) }
+        var newID = [Int32](repeating: 0, count: filters.count)
+        var newFilters: [Compiled] = []
+        var newTexts: [String] = []
+        var newArena: [UInt8] = []
+        newFilters.reserveCapacity(filters.count)
+        newTexts.reserveCapacity(filters.count)
+        newArena.reserveCapacity(arena.count)
+        for (position, old) in order.enumerated() {
+            newID[Int(old)] = Int32(position)
+            var c = filters[Int(old)]
+            let start = Int(c.patternStart)
+            c.patternStart = Int32(newArena.count)
+            newArena += arena[start..<start + Int(c.patternCount)]
+            newFilters.append(c)
+            newTexts.append(texts[Int(old)])
+        }
+        filters = newFilters
+        texts = newTexts
+        arena = newArena
+        for index in [\FilterEngine.blocking, \FilterEngine.exceptions] {
+            self[keyPath: index].ids = self[keyPath: index].ids.map { newID[Int($0)] }
+            self[keyPath: index].untokenized = self[keyPath: index].untokenized.map { newID[Int($0)] }
+            self[keyPath: index].byPageDomain = self[keyPath: index].byPageDomain.mapValues { $0.map { newID[Int($0)] } }
+        }
     }
 
     /// Tokens found in most URLs: a rule filed under one would be tried for most requests, so
