@@ -34,9 +34,7 @@ public struct CosmeticRule: Sendable, Equatable {
             }
         }
         // The selector is written into a style sheet: nothing may close the rule or the element.
-        if selector.contains(where: { $0 == "{" || $0 == "}" || $0 == "<" || $0 == ";" }) {
-            return .failure(Rejection(text: "unsafe selector"))
-        }
+        if !isSafe(selector) { return .failure(Rejection(text: "unsafe selector")) }
         var rule = CosmeticRule(selector: String(selector), exception: exception)
         for d in domains.split(separator: ",") {
             let name = d.trimmingSpaces().lowercased()
@@ -48,6 +46,23 @@ public struct CosmeticRule: Sendable, Equatable {
             }
         }
         return .success(rule)
+    }
+
+    /// No `{`, `}` or `;` outside quoted attribute values (`[style="a;b"]` is fine), no `<` or
+    /// line break anywhere, no unterminated quote.
+    static func isSafe(_ selector: Substring) -> Bool {
+        var quote: UInt8 = 0
+        for b in selector.utf8 {
+            if b == UInt8(ascii: "<") || b == 0x0A || b == 0x0D || b == 0 { return false }
+            if quote != 0 {
+                if b == quote { quote = 0 }
+            } else if b == UInt8(ascii: "\"") || b == UInt8(ascii: "'") {
+                quote = b
+            } else if b == UInt8(ascii: "{") || b == UInt8(ascii: "}") || b == UInt8(ascii: ";") {
+                return false
+            }
+        }
+        return quote == 0
     }
 
     /// `.name` or `#name` at the start of the selector: an element it hides must carry that
