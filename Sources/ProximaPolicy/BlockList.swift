@@ -243,12 +243,10 @@ public struct BlockListSet: Sendable, Equatable {
     public func candidates(url: String) -> [(String, Int)] {
         let bytes = Array(url.lowercased().utf8)
         var result: [(String, Int)] = []
-        var i = 0
-        while i < bytes.count {
-            guard NetworkFilter.isTokenByte(bytes[i]) else { i += 1; continue }
-            let start = i
-            while i < bytes.count, NetworkFilter.isTokenByte(bytes[i]) { i += 1 }
-            let token = Array(bytes[start..<i])
+        var from = 0
+        while let range = NetworkFilter.nextToken(in: bytes, from: from) {
+            from = range.upperBound
+            let token = Array(bytes[range])
             result.append((String(decoding: token, as: UTF8.self), engine.blocking.bucket(TokenIndex.hash(token))?.1 ?? 0))
         }
         return result + [("(untokenized)", engine.blocking.untokenized.count)]

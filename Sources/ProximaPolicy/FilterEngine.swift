@@ -322,20 +322,13 @@ struct FilterEngine: Sendable {
                     }
                     return hit(id, c)
                 }
-                var i = 0
-                while i < url.count {
-                    guard NetworkFilter.isTokenByte(url[i]) else {
-                        i += 1
-                        continue
-                    }
-                    let tokenStart = i
+                var from = 0
+                while let token = NetworkFilter.nextToken(in: url, from: from) {
+                    from = token.upperBound
                     var h = TokenIndex.seed
-                    while i < url.count, NetworkFilter.isTokenByte(url[i]) {
-                        h = TokenIndex.stepLowercase(h, url[i])
-                        i += 1
-                    }
+                    for k in token { h = TokenIndex.stepLowercase(h, url[k]) }
                     if let (start, count) = index.bucket(TokenIndex.finish(h)) {
-                        for k in start..<start + count where check(index.ids[k], tokenAt: tokenStart) { return }
+                        for k in start..<start + count where check(index.ids[k], tokenAt: token.lowerBound) { return }
                     }
                 }
                 for id in index.untokenized where check(id, tokenAt: -1) { return }

@@ -180,6 +180,16 @@ struct NetworkFilter: Sendable, Equatable {
 
     // MARK: - Tokens
 
+    /// The next run of token bytes at or after `from`: how URLs and patterns are cut alike.
+    @inline(__always) static func nextToken<C: RandomAccessCollection>(in bytes: C, from: Int) -> Range<Int>? where C.Element == UInt8, C.Index == Int {
+        var i = from
+        while i < bytes.endIndex, !isTokenByte(bytes[i]) { i += 1 }
+        guard i < bytes.endIndex else { return nil }
+        let start = i
+        while i < bytes.endIndex, isTokenByte(bytes[i]) { i += 1 }
+        return start..<i
+    }
+
     /// Bytes that make up a token, in URLs and in patterns alike.
     @inline(__always) static func isTokenByte(_ b: UInt8) -> Bool {
         (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x25 || (b >= 0x41 && b <= 0x5A)
@@ -194,14 +204,10 @@ struct NetworkFilter: Sendable, Equatable {
         if let regex { return Self.regexTokens(regex).map { ($0, -1) } }
         var result: [(bytes: [UInt8], offset: Int)] = []
         let p = pattern.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
-        var i = 0
-        while i < p.count {
-            guard Self.isTokenByte(p[i]) else {
-                i += 1
-                continue
-            }
-            let start = i
-            while i < p.count, Self.isTokenByte(p[i]) { i += 1 }
+        var from = 0
+        while let token = Self.nextToken(in: p, from: from) {
+            from = token.upperBound
+            let (start, i) = (token.lowerBound, token.upperBound)
             let leftBounded = start == 0 ? (hostAnchored || leftAnchored) : p[start - 1] != UInt8(ascii: "*")
             let rightBounded = i == p.count ? rightAnchored : p[i] != UInt8(ascii: "*")
             let fixed = !p[..<start].contains(UInt8(ascii: "*"))
