@@ -322,13 +322,22 @@ struct FilterEngine: Sendable {
                     }
                     return hit(id, c)
                 }
-                var from = 0
-                while let token = NetworkFilter.nextToken(in: url, from: from) {
-                    from = token.upperBound
+                // One pass: the token's hash is made while its end is looked for (the hot loop of
+                // matching; `NetworkFilter.nextToken` cuts the same way).
+                var i = 0
+                while i < url.count {
+                    guard NetworkFilter.isTokenByte(url[i]) else {
+                        i += 1
+                        continue
+                    }
+                    let tokenStart = i
                     var h = TokenIndex.seed
-                    for k in token { h = TokenIndex.stepLowercase(h, url[k]) }
+                    while i < url.count, NetworkFilter.isTokenByte(url[i]) {
+                        h = TokenIndex.stepLowercase(h, url[i])
+                        i += 1
+                    }
                     if let (start, count) = index.bucket(TokenIndex.finish(h)) {
-                        for k in start..<start + count where check(index.ids[k], tokenAt: token.lowerBound) { return }
+                        for k in start..<start + count where check(index.ids[k], tokenAt: tokenStart) { return }
                     }
                 }
                 for id in index.untokenized where check(id, tokenAt: -1) { return }
