@@ -34,6 +34,7 @@ let package = Package(
         ),
         // Access decisions (client networks, ports, domains). Nothing of NIO.
         .target(name: "ProximaPolicy"),
+        .target(name: "ProximaBalance"),
         // The system's crypt(3) (libxcrypt: bcrypt, yescrypt, SHA-crypt), for htpasswd files.
         .target(name: "CCrypt"),
         // Proxy authentication: htpasswd and group files, Basic credentials.
@@ -82,6 +83,7 @@ let package = Package(
         .executableTarget(name: "proxima-filter-bench", dependencies: ["ProximaPolicy"]),
         .testTarget(name: "ProximaConfigTests", dependencies: ["ProximaConfig", "ProximaPolicy", "ProximaTelemetry"]),
         .testTarget(name: "ProximaHTTP1Tests", dependencies: ["ProximaHTTP1"]),
+        .testTarget(name: "ProximaBalanceTests", dependencies: ["ProximaBalance"]),
         .testTarget(name: "ProximaPolicyTests", dependencies: ["ProximaPolicy"]),
         .testTarget(name: "ProximaAuthTests", dependencies: ["ProximaAuth"]),
         .testTarget(name: "ProximaTelemetryTests", dependencies: ["ProximaTelemetry"]),
