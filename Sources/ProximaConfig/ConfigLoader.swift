@@ -49,8 +49,11 @@ public enum ConfigLoader {
             reader.readRoot(root, into: &config)
         }
         reader.validate(config)
-        // The suffix list is needed only to tell third-party requests apart for block lists.
-        if !config.blocklists.isEmpty, let path = config.filtering.publicSuffixList {
+        // The suffix list tells sites apart: third-party requests for block lists, third-party
+        // cookies for the privacy profile.
+        let anonymizes = config.proxy.anonymize || config.listeners.contains { $0.anonymize == true }
+            || config.access.rules.contains { $0.anonymize == true }
+        if !config.blocklists.isEmpty || anonymizes, let path = config.filtering.publicSuffixList {
             if let text = readTextFile(path) { config.filtering.suffixes = PublicSuffixList(text: text) } else { config.filtering.publicSuffixList = nil }
         }
         if reader.issues.isEmpty { return .success(config) }

@@ -221,8 +221,9 @@ public struct FilteringConfig: Sendable, Equatable {
 
     public init() {}
 
+    /// The settings, not the list read from the file (loaded only when something needs it).
     public static func == (a: FilteringConfig, b: FilteringConfig) -> Bool {
-        a.elementHiding == b.elementHiding && a.publicSuffixList == b.publicSuffixList && a.suffixes.ruleCount == b.suffixes.ruleCount
+        a.elementHiding == b.elementHiding && a.publicSuffixList == b.publicSuffixList
     }
 }
 

@@ -120,10 +120,11 @@ public enum HeadWriter {
     /// `Host` from the target, hop-by-hop fields removed, `Via` and `X-Forwarded-For` applied.
     public static func writeUpstreamRequest(
         _ head: RequestHead, target: RequestTarget, via: String?, forwardedFor: ForwardedForMode,
-        clientIP: String, anonymizer: Anonymizer? = nil, edit: HeaderEdit = HeaderEdit(), into out: inout ByteBuffer
+        clientIP: String, anonymizer: Anonymizer? = nil, crossSite: Bool? = nil, edit: HeaderEdit = HeaderEdit(),
+        into out: inout ByteBuffer
     ) {
         if let anonymizer {
-            return writeAnonymized(head, target: target, anonymizer: anonymizer, edit: edit, into: &out)
+            return writeAnonymized(head, target: target, anonymizer: anonymizer, crossSite: crossSite, edit: edit, into: &out)
         }
         // Everything written is either copied from the received head (at most all of it, plus
         // each X-Forwarded-For value a second time) or one of the strings counted here.
@@ -163,9 +164,14 @@ public enum HeadWriter {
 
     /// The privacy profile's request: the identifying fields, `Via` and `X-Forwarded-For` are not
     /// written; `User-Agent` and `Referer` are rewritten; cookies go only to the page's own site.
-    static func writeAnonymized(_ head: RequestHead, target: RequestTarget, anonymizer a: Anonymizer, edit: HeaderEdit, into out: inout ByteBuffer) {
+    /// `crossSite`: whether the Referer's site differs from the target's, when the caller knows
+    /// it (from the Public Suffix List); else the last two labels of each host are compared.
+    static func writeAnonymized(
+        _ head: RequestHead, target: RequestTarget, anonymizer a: Anonymizer, crossSite known: Bool?, edit: HeaderEdit,
+        into out: inout ByteBuffer
+    ) {
         let referer = head.firstValue("referer")
-        let crossSite = referer.flatMap { Anonymizer.urlHost(Substring($0)) }.map {
+        let crossSite = known ?? referer.flatMap { Anonymizer.urlHost(Substring($0)) }.map {
             Anonymizer.site(Substring($0.lowercased())) != Anonymizer.site(Substring(target.host))
         } ?? false
         // The rewritten Referer is shorter than the received one, which the head holds.

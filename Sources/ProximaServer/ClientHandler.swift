@@ -618,9 +618,15 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             : HeaderEdit(
                 rules: settings.requestHeaderRules, bytes: cur.head.bytes, fields: cur.head.fields,
                 extraRemovals: cur.cosmetics == nil ? [] : ["accept-encoding"])
+        var crossSite: Bool?
+        if cur.anonymizer != nil, !settings.suffixes.isEmpty, let referer = cur.head.firstValue("referer"),
+            let refererHost = FilterRequest.host(ofURL: referer)
+        {
+            crossSite = settings.suffixes.registrableDomain(refererHost) != settings.suffixes.registrableDomain(cur.target!.host)
+        }
         HeadWriter.writeUpstreamRequest(
             cur.head, target: cur.target!, via: settings.via, forwardedFor: settings.forwardedFor,
-            clientIP: clientText, anonymizer: cur.anonymizer, edit: edit, into: &out)
+            clientIP: clientText, anonymizer: cur.anonymizer, crossSite: crossSite, edit: edit, into: &out)
         conn.channel.write(out, promise: nil)
         upstreamNeedsFlush = true
         cur.requestSentAt = .now()

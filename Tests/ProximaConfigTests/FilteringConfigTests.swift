@@ -71,5 +71,6 @@ struct FilteringConfigTests {
         let c = try ConfigLoader.load(yaml: "blocklists:\n  - file: \(list)\n").get()
         #expect(c.filtering.suffixes.ruleCount > 1000, "apt-get install publicsuffix")
         #expect(try ConfigLoader.load(yaml: "").get().filtering.suffixes.isEmpty)
+        #expect(try ConfigLoader.load(yaml: "proxy:\n  anonymize: true\n").get().filtering.suffixes.ruleCount > 1000)
     }
 }

@@ -94,11 +94,11 @@ struct HeadWriterTests {
 
 @Suite("Anonymized requests")
 struct AnonymizerTests {
-    func anonymized(_ text: String, _ a: Anonymizer = Anonymizer()) throws -> String {
+    func anonymized(_ text: String, _ a: Anonymizer = Anonymizer(), crossSite: Bool? = nil) throws -> String {
         let head = try #require(try parseRequest(text))
         let target = try RequestTarget.parseAbsolute(head.target)
         var out = ByteBuffer()
-        HeadWriter.writeUpstreamRequest(head, target: target, via: "px", forwardedFor: .add, clientIP: "10.0.0.9", anonymizer: a, into: &out)
+        HeadWriter.writeUpstreamRequest(head, target: target, via: "px", forwardedFor: .add, clientIP: "10.0.0.9", anonymizer: a, crossSite: crossSite, into: &out)
         return out.readString(length: out.readableBytes)!
     }
 
@@ -146,6 +146,19 @@ struct AnonymizerTests {
         #expect(Anonymizer.urlHost("http://[::1]:80/") == "::1")
         #expect(Anonymizer.origin("https://a.example:8443/x?y") == "https://a.example:8443")
         #expect(Anonymizer.origin("not a url") == nil)
+    }
+}
+
+@Suite("Privacy profile with the Public Suffix List's answer")
+struct AnonymizerSiteTests {
+    /// alice.github.io and bob.github.io look like one site by their last two labels, but
+    /// github.io is a public suffix: the caller's answer (from the list) decides.
+    @Test func theCallersCrossSiteAnswerWins() throws {
+        let request = "GET http://bob.github.io/p HTTP/1.1\r\nHost: x\r\nReferer: https://alice.github.io/page\r\nCookie: uid=42\r\n\r\n"
+        let t = AnonymizerTests()
+        #expect(try t.anonymized(request).contains("Cookie: uid=42"))
+        #expect(!(try t.anonymized(request, crossSite: true)).contains("Cookie"))
+        #expect(try t.anonymized(request, crossSite: false).contains("Cookie: uid=42"))
     }
 }
 
