@@ -24,7 +24,7 @@ let package = Package(
         // Configuration model, YAML loading, defaults and validation. No networking.
         .target(
             name: "ProximaConfig",
-            dependencies: ["ProximaPolicy", "ProximaHTTP1", "ProximaTelemetry", "ProximaAuth", .product(name: "Yams", package: "Yams")]
+            dependencies: ["ProximaPolicy", "ProximaBalance", "ProximaHTTP1", "ProximaTelemetry", "ProximaAuth", .product(name: "Yams", package: "Yams")]
         ),
         // Strict HTTP/1.1 framing (RFC 9112) on raw bytes: request and response heads, body
         // framing, hop-by-hop rules. Pure: only ByteBuffer from NIOCore.

@@ -94,9 +94,9 @@ public struct Balancer: Sendable {
 
     /// EWMA time constant (seconds): older samples weigh less with time, not with count.
     public static let decay = 10.0
-    /// A server with no sample yet is scored as if it answered in this long: new servers are
-    /// tried, but not flooded.
-    public static let initialLatency = 0.05
+    /// A server with no sample yet scores as instant (as Finagle's peak EWMA): it is tried at
+    /// once and then scored by what it did; its in-flight requests still count against it.
+    public static let initialLatency = 0.0
 
     public init(backends: [Backend], algorithm: BalanceAlgorithm, seed: UInt64 = UInt64.random(in: 0...UInt64.max)) {
         self.backends = backends

@@ -1,4 +1,5 @@
 import ProximaAuth
+import ProximaBalance
 import ProximaHTTP1
 import ProximaPolicy
 import ProximaTelemetry
@@ -246,7 +247,7 @@ final class NodeReader {
     // MARK: - Sections
 
     func readRoot(_ root: Node, into c: inout ProximaConfiguration) {
-        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "blocklists", "filtering", "header_rules", "pages", "workers"]
+        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "blocklists", "filtering", "header_rules", "pages", "upstreams", "routes", "workers"]
         if case .mapping(let m) = root, let lists = m["lists"] { readLists(lists, "lists", into: &c) }
         mapping(root, "", keys: keys) { key, node, path in
             switch key {
@@ -330,6 +331,8 @@ final class NodeReader {
             case "auth": c.auth = readAuth(node, path)
             case "blocklists": c.blocklists = readBlockLists(node, path)
             case "filtering": c.filtering = readFiltering(node, path)
+            case "upstreams": c.upstreams = readUpstreams(node, path)
+            case "routes": c.routes = RouteTable(readRoutes(node, path))
             case "header_rules": c.headerRules = readHeaderRules(node, path)
             case "pages": c.pages = readPages(node, path)
             default:
@@ -379,6 +382,152 @@ final class NodeReader {
             lists.append(BlockList(name: listName, source: file, format: format, text: text))
         }
         return lists
+    }
+
+    func readUpstreams(_ node: Node, _ path: String) -> [UpstreamGroupConfig] {
+        var groups: [UpstreamGroupConfig] = []
+        sequence(node, path) { i, item, p in
+            var group = UpstreamGroupConfig(name: "upstream-\(i)", servers: [])
+            var balance = "round_robin"
+            var hashKey: HashKey = .clientAddress
+            var hashMethod: HashMethod = .ring
+            var serverItems = 0
+            mapping(item, p, keys: ["name", "servers", "balance", "hash", "retries", "outlier"]) { k, n, kp in
+                switch k {
+                case "name": if let v = string(n, kp) { group.name = v }
+                case "balance":
+                    if let v = string(n, kp) {
+                        if ["round_robin", "least_connections", "p2c_ewma", "hash"].contains(v) { balance = v } else {
+                            fail(kp, n, "'\(v)' is not one of: round_robin, least_connections, p2c_ewma, hash")
+                        }
+                    }
+                case "hash":
+                    mapping(n, kp, keys: ["key", "method"]) { hk, hn, hp in
+                        guard let v = string(hn, hp) else { return }
+                        if hk == "method" {
+                            if let m = HashMethod(rawValue: v) { hashMethod = m } else { fail(hp, hn, "'\(v)' is not ring or maglev") }
+                        } else if v == "client_address" {
+                            hashKey = .clientAddress
+                        } else if v == "url" {
+                            hashKey = .url
+                        } else if v.hasPrefix("header:"), v.count > 7 {
+                            hashKey = .header(String(v.dropFirst(7)).lowercased())
+                        } else if v.hasPrefix("cookie:"), v.count > 7 {
+                            hashKey = .cookie(String(v.dropFirst(7)))
+                        } else {
+                            fail(hp, hn, "'\(v)' is not client_address, url, header:NAME or cookie:NAME")
+                        }
+                    }
+                case "retries": if let v = int(n, kp, in: 0...10) { group.retries = v }
+                case "outlier":
+                    mapping(n, kp, keys: ["consecutive_failures", "base_ejection", "max_ejection", "max_ejected_percent"]) { ok, on, op in
+                        switch ok {
+                        case "consecutive_failures": if let v = int(on, op, in: 0...1000) { group.outlier.consecutiveFailures = v }
+                        case "base_ejection": if let v = duration(on, op) { group.outlier.baseEjection = Double(v.nanoseconds) / 1e9 }
+                        case "max_ejection": if let v = duration(on, op) { group.outlier.maxEjection = Double(v.nanoseconds) / 1e9 }
+                        default: if let v = int(on, op, in: 0...100) { group.outlier.maxEjectedPercent = v }
+                        }
+                    }
+                default:
+                    sequence(n, kp) { _, s, sp in
+                        serverItems += 1
+                        var address: ListenAddress?
+                        var sawAddress = false
+                        var weight = 1
+                        var maxConnections: Int?
+                        var backup = false
+                        mapping(s, sp, keys: ["address", "weight", "max_connections", "backup"]) { sk, sn, skp in
+                            switch sk {
+                            case "address":
+                                sawAddress = true
+                                address = listenAddress(sn, skp)
+                                if let a = address, a.port == 0 { fail(skp, sn, "a back-end needs a port"); address = nil }
+                            case "weight": if let v = int(sn, skp, in: 1...1000) { weight = v }
+                            case "max_connections": maxConnections = int(sn, skp, in: 1...1_000_000)
+                            default: if let v = bool(sn, skp) { backup = v }
+                            }
+                        }
+                        guard let address else {
+                            if !sawAddress { fail(sp, s, "missing key 'address' (host:port)") }
+                            return
+                        }
+                        group.servers.append(Backend(host: address.host, port: address.port, weight: weight, maxConnections: maxConnections, backup: backup))
+                    }
+                }
+            }
+            switch balance {
+            case "least_connections": group.algorithm = .leastConnections
+            case "p2c_ewma": group.algorithm = .p2cEWMA
+            case "hash": group.algorithm = .hash(hashKey, hashMethod)
+            default: group.algorithm = .roundRobin
+            }
+            if serverItems == 0 { fail(p, item, "an upstream group needs servers") }
+            if groups.contains(where: { $0.name == group.name }) { fail(p + ".name", item, "the name '\(group.name)' is used by an earlier group") }
+            groups.append(group)
+        }
+        return groups
+    }
+
+    func readRoutes(_ node: Node, _ path: String) -> [Route] {
+        var routes: [Route] = []
+        sequence(node, path) { i, item, p in
+            var route = Route(name: "route-\(i)", action: .respond(status: 404, body: "", contentType: "text/plain"))
+            var actions = 0
+            var paths = 0
+            mapping(item, p, keys: [
+                "name", "hosts", "path_prefix", "path_exact", "path_regex", "methods", "upstream", "redirect", "respond",
+                "replace_prefix", "host_header",
+            ]) { k, n, kp in
+                switch k {
+                case "name": if let v = string(n, kp) { route.name = v }
+                case "hosts": route.hosts = stringList(n, kp).map { $0.0.lowercased() }
+                case "path_prefix", "path_exact":
+                    paths += 1
+                    guard let v = string(n, kp) else { return }
+                    guard v.hasPrefix("/") else { return fail(kp, n, "a path starts with /") }
+                    route.path = k == "path_prefix" ? .prefix(v) : .exact(v)
+                case "path_regex":
+                    paths += 1
+                    guard let v = string(n, kp) else { return }
+                    do { route.path = .regex(try PathPattern(v)) } catch { fail(kp, n, "not a regular expression: \(error)") }
+                case "methods": route.methods = Set(stringList(n, kp).map { $0.0.uppercased() })
+                case "upstream":
+                    actions += 1
+                    if let v = string(n, kp) { route.action = .upstream(v) }
+                case "redirect":
+                    actions += 1
+                    var to: String?
+                    var status = 301
+                    mapping(n, kp, keys: ["to", "status"]) { rk, rn, rp in
+                        if rk == "to" { to = string(rn, rp) } else if let v = int(rn, rp, in: 300...399) { status = v }
+                    }
+                    guard let to, !to.isEmpty, !to.utf8.contains(where: { $0 < 0x21 || $0 == 0x7F }) else { return fail(kp, n, "needs to: a URL") }
+                    route.action = .redirect(to: to, status: status, keepPath: to.hasSuffix("/"))
+                case "respond":
+                    actions += 1
+                    var status = 200
+                    var body = ""
+                    var type = "text/plain; charset=utf-8"
+                    mapping(n, kp, keys: ["status", "body", "content_type"]) { rk, rn, rp in
+                        switch rk {
+                        case "status": if let v = int(rn, rp, in: 200...599) { status = v }
+                        case "body": body = string(rn, rp) ?? ""
+                        default: if let v = string(rn, rp) { type = v }
+                        }
+                    }
+                    route.action = .respond(status: status, body: body, contentType: type)
+                case "replace_prefix": route.replacePrefix = string(n, kp)
+                default: if let v = enumeration(n, kp, Route.HostHeader.self) { route.hostHeader = v }
+                }
+            }
+            if actions != 1 { fail(p, item, "a route needs exactly one of: upstream, redirect, respond") }
+            if paths > 1 { fail(p, item, "at most one of path_prefix, path_exact, path_regex") }
+            if route.replacePrefix != nil, case .prefix = route.path {} else if route.replacePrefix != nil {
+                fail(p + ".replace_prefix", item, "needs path_prefix")
+            }
+            routes.append(route)
+        }
+        return routes
     }
 
     func readFiltering(_ node: Node, _ path: String) -> FilteringConfig {
@@ -574,7 +723,7 @@ final class NodeReader {
             }
             if case .mapping(let m) = item {
                 if m["address"] == nil { fail(p, item, "missing key 'address'") }
-                if m["role"] == nil { fail(p, item, "missing key 'role' (forward)") }
+                if m["role"] == nil { fail(p, item, "missing key 'role' (forward or reverse)") }
             }
             if let role, let address {
                 var l = ListenerConfig(name: name ?? "\(role.rawValue)-\(i)", role: role, address: address)
@@ -773,6 +922,14 @@ final class NodeReader {
 
     /// Rules that concern the configuration as a whole.
     func validate(_ c: ProximaConfiguration) {
+        for (i, r) in c.routes.routes.enumerated() {
+            if case .upstream(let name) = r.action, !c.upstreams.contains(where: { $0.name == name }) {
+                fail("routes[\(i)].upstream", nil, "no upstream group named '\(name)'")
+            }
+        }
+        if c.listeners.contains(where: { $0.role == .reverse }), c.routes.routes.isEmpty {
+            fail("routes", nil, "a reverse listener needs routes")
+        }
         if c.listeners.isEmpty, !issues.contains(where: { $0.path.hasPrefix("listeners") }) {
             fail("listeners", nil, "at least one listener is needed")
         }

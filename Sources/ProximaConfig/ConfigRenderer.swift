@@ -1,3 +1,4 @@
+import ProximaBalance
 import ProximaHTTP1
 import ProximaPolicy
 import ProximaTelemetry
@@ -75,6 +76,55 @@ extension ProximaConfiguration {
         if !blocklists.isEmpty {
             out += "blocklists:\n"
             for b in blocklists { out += "  - name: \(quoted(b.name))\n    file: \(quoted(b.source))\n    format: \(b.format.rawValue)\n" }
+        }
+        if !upstreams.isEmpty {
+            out += "upstreams:\n"
+            for g in upstreams {
+                out += "  - name: \(quoted(g.name))\n"
+                switch g.algorithm {
+                case .hash(let key, let method):
+                    let k: String
+                    switch key {
+                    case .clientAddress: k = "client_address"
+                    case .url: k = "url"
+                    case .header(let h): k = "header:" + h
+                    case .cookie(let c): k = "cookie:" + c
+                    }
+                    out += "    balance: hash\n    hash: {key: \(quoted(k)), method: \(method.rawValue)}\n"
+                default: out += "    balance: \(g.algorithm.name)\n"
+                }
+                out += "    retries: \(g.retries)\n"
+                let o = g.outlier
+                out += "    outlier: {consecutive_failures: \(o.consecutiveFailures), base_ejection: \(TimeSpan.milliseconds(Int64((o.baseEjection * 1000).rounded()))), max_ejection: \(TimeSpan.milliseconds(Int64((o.maxEjection * 1000).rounded()))), max_ejected_percent: \(o.maxEjectedPercent)}\n"
+                out += "    servers:\n"
+                for b in g.servers {
+                    out += "      - {address: \(quoted(ListenAddress(host: b.host, port: b.port).description)), weight: \(b.weight)"
+                    if let m = b.maxConnections { out += ", max_connections: \(m)" }
+                    out += ", backup: \(b.backup)}\n"
+                }
+            }
+        }
+        if !routes.routes.isEmpty {
+            out += "routes:\n"
+            for r in routes.routes {
+                out += "  - name: \(quoted(r.name))\n"
+                if !r.hosts.isEmpty { out += "    hosts: \(list(r.hosts.map(quoted)))\n" }
+                switch r.path {
+                case .any: break
+                case .prefix(let p): out += "    path_prefix: \(quoted(p))\n"
+                case .exact(let p): out += "    path_exact: \(quoted(p))\n"
+                case .regex(let p): out += "    path_regex: \(quoted(p.source))\n"
+                }
+                if let m = r.methods { out += "    methods: \(list(m.sorted().map(quoted)))\n" }
+                switch r.action {
+                case .upstream(let name): out += "    upstream: \(quoted(name))\n"
+                case .redirect(let to, let status, _): out += "    redirect: {to: \(quoted(to)), status: \(status)}\n"
+                case .respond(let status, let body, let type):
+                    out += "    respond: {status: \(status), body: \(quoted(body)), content_type: \(quoted(type))}\n"
+                }
+                if let rp = r.replacePrefix { out += "    replace_prefix: \(quoted(rp))\n" }
+                out += "    host_header: \(r.hostHeader.rawValue)\n"
+            }
         }
         out += "filtering:\n  element_hiding: \(filtering.elementHiding)\n  public_suffix_list: \(quoted(filtering.publicSuffixList ?? ""))\n"
         if !headerRules.isEmpty {

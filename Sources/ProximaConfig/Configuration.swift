@@ -1,4 +1,5 @@
 import ProximaAuth
+import ProximaBalance
 import ProximaHTTP1
 import ProximaPolicy
 import ProximaTelemetry
@@ -24,6 +25,10 @@ public struct ProximaConfiguration: Sendable, Equatable {
     public var auth: AuthConfig?
     /// Block lists, checked after the access rules allowed a request.
     public var blocklists: [BlockList] = []
+    /// Back-end groups for reverse listeners, by name.
+    public var upstreams: [UpstreamGroupConfig] = []
+    /// Where requests to reverse listeners go, first match wins.
+    public var routes = RouteTable([])
     /// How block lists are applied beyond blocking requests.
     public var filtering = FilteringConfig()
     /// Header rules for requests to origins and responses to clients, in order.
@@ -49,6 +54,23 @@ public enum NamedList: Sendable, Equatable {
 
 public enum ListenerRole: String, Sendable, Equatable, CaseIterable {
     case forward
+    /// Looks like a web server: requests in origin form, sent where `routes` say.
+    case reverse
+}
+
+/// A group of back-ends requests are balanced over.
+public struct UpstreamGroupConfig: Sendable, Equatable {
+    public var name: String
+    public var servers: [Backend]
+    public var algorithm: BalanceAlgorithm = .roundRobin
+    /// How many other servers a request may be tried on when connecting fails.
+    public var retries = 2
+    public var outlier = OutlierPolicy()
+
+    public init(name: String, servers: [Backend]) {
+        self.name = name
+        self.servers = servers
+    }
 }
 
 public struct ListenerConfig: Sendable, Equatable {

@@ -121,19 +121,19 @@ public enum HeadWriter {
     public static func writeUpstreamRequest(
         _ head: RequestHead, target: RequestTarget, via: String?, forwardedFor: ForwardedForMode,
         clientIP: String, anonymizer: Anonymizer? = nil, crossSite: Bool? = nil, edit: HeaderEdit = HeaderEdit(),
-        into out: inout ByteBuffer
+        host: String? = nil, into out: inout ByteBuffer
     ) {
         if let anonymizer {
-            return writeAnonymized(head, target: target, anonymizer: anonymizer, crossSite: crossSite, edit: edit, into: &out)
+            return writeAnonymized(head, target: target, anonymizer: anonymizer, crossSite: crossSite, edit: edit, host: host, into: &out)
         }
         // Everything written is either copied from the received head (at most all of it, plus
         // each X-Forwarded-For value a second time) or one of the strings counted here.
         let bound = 2 * head.bytes.readableBytes + head.method.utf8.count + target.pathAndQuery.utf8.count
-            + target.authority.utf8.count + clientIP.utf8.count + (via?.utf8.count ?? 0) + edit.extraBytes + 160
+            + (host ?? target.authority).utf8.count + clientIP.utf8.count + (via?.utf8.count ?? 0) + edit.extraBytes + 160
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
             head.bytes.withUnsafeReadableBytes { src in
                 var w = BoundedWriter(dst)
-                writeRequestLine(head, target: target, into: &w)
+                writeRequestLine(head, target: target, host: host, into: &w)
                 var forwarded: [FieldRange] = []
                 copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
                     switch kind {
@@ -168,19 +168,19 @@ public enum HeadWriter {
     /// it (from the Public Suffix List); else the last two labels of each host are compared.
     static func writeAnonymized(
         _ head: RequestHead, target: RequestTarget, anonymizer a: Anonymizer, crossSite known: Bool?, edit: HeaderEdit,
-        into out: inout ByteBuffer
+        host: String? = nil, into out: inout ByteBuffer
     ) {
         let referer = head.firstValue("referer")
         let crossSite = known ?? referer.flatMap { Anonymizer.urlHost(Substring($0)) }.map {
             Anonymizer.site(Substring($0.lowercased())) != Anonymizer.site(Substring(target.host))
         } ?? false
         // The rewritten Referer is shorter than the received one, which the head holds.
-        let bound = head.bytes.readableBytes + target.pathAndQuery.utf8.count + target.authority.utf8.count
+        let bound = head.bytes.readableBytes + target.pathAndQuery.utf8.count + (host ?? target.authority).utf8.count
             + (a.userAgent?.utf8.count ?? 0) + edit.extraBytes + 160
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
             head.bytes.withUnsafeReadableBytes { src in
                 var w = BoundedWriter(dst)
-                writeRequestLine(head, target: target, into: &w)
+                writeRequestLine(head, target: target, host: host, into: &w)
                 copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
                     switch kind {
                     case .hopByHop, .proxyAuthorization, .contentLength, .host, .xForwardedFor: return false
@@ -214,13 +214,14 @@ public enum HeadWriter {
         }
     }
 
-    /// `METHOD path HTTP/1.1` and `Host` from the target: what every request sent upstream starts with.
-    static func writeRequestLine(_ head: RequestHead, target: RequestTarget, into w: inout BoundedWriter) {
+    /// `METHOD path HTTP/1.1` and `Host` from the target (or `host`, a reverse route's choice):
+    /// what every request sent upstream starts with.
+    static func writeRequestLine(_ head: RequestHead, target: RequestTarget, host: String? = nil, into w: inout BoundedWriter) {
         w.append(head.method)
         w.append(" ")
         w.append(target.pathAndQuery)
         w.append(" HTTP/1.1\r\nHost: ")
-        w.append(target.authority)
+        w.append(host ?? target.authority)
         w.append("\r\n")
     }
 

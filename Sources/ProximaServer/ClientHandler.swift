@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ProximaAuth
+import ProximaBalance
 import ProximaHTTP1
 import ProximaPolicy
 import ProximaTelemetry
@@ -75,6 +76,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         /// anew (chunked, or until close for HTTP/1.0 clients).
         var hiding: ElementHidingStream?
         var hidingChunked = false
+        /// For a reverse listener: the group, the server being tried and those tried before.
+        var reverse: ReverseTarget?
         /// When the request head went upstream, and how long its response head took.
         var requestSentAt: NIODeadline?
         var upstreamHeadNanoseconds: Int64?
@@ -123,8 +126,22 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
     }
 
+    /// Where a reverse request is being sent.
+    struct ReverseTarget {
+        let group: UpstreamGroup
+        let route: Route
+        var server: Int
+        var tried: Set<Int>
+        /// The `Host` to send (the client's, or the server's with `host_header: upstream`).
+        let hostHeader: String
+        let pathAndQuery: String
+        var reported = false
+    }
+
     let settings: RuntimeSettings
     let services: ServerServices
+    /// A reverse listener: requests in origin form, routed to upstream groups.
+    let isReverse: Bool
     let listenerName: String
     let metrics: ListenerMetrics
     /// This listener's privacy profile, if it has one.
@@ -145,7 +162,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private var timerAt: NIODeadline?
     private var upstreamNeedsFlush = false
 
-    init(settings: RuntimeSettings, services: ServerServices, listenerName: String, metrics: ListenerMetrics) {
+    init(settings: RuntimeSettings, services: ServerServices, listenerName: String, metrics: ListenerMetrics, reverse: Bool = false) {
+        self.isReverse = reverse
         self.settings = settings
         self.services = services
         self.listenerName = listenerName
@@ -338,6 +356,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             return admit(cur, target)
         }
 
+        if isReverse { return startReverse(cur, head) }
+
         if head.target.hasPrefix("/") || head.target == "*" {
             return respondLocally(
                 400,
@@ -364,6 +384,113 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             return respondLocally(508, "Forwarding loop detected: this request already passed through this proxy (\(settings.viaName)).", result: .denied)
         }
         admit(cur, target)
+    }
+
+    // MARK: - Reverse role
+
+    /// A request to a reverse listener: the route decides (proxy to a group, redirect, or a
+    /// fixed answer); the access rules apply as to forward requests.
+    private func startReverse(_ cur: Current, _ head: RequestHead) {
+        guard head.target.hasPrefix("/") else {
+            return respondLocally(400, "This server takes requests for paths (GET /path HTTP/1.1).", result: .none)
+        }
+        let hostValue = head.firstValue("host") ?? ""
+        let host = Self.hostWithoutPort(hostValue)
+        guard let route = settings.routes.route(host: host, pathAndQuery: head.target, method: head.method) else {
+            cur.record.detail = "no route"
+            return respondLocally(404, "No route for \(hostValue.isEmpty ? "this host" : hostValue)\(head.target.prefix { $0 != "?" }).", result: .none)
+        }
+        if let ip = clientIP {
+            let request = AccessRequest(client: ip, method: head.method, host: host, port: 80, url: "http://\(hostValue)\(head.target)", scheme: "http", time: cur.record.startSeconds)
+            let decision = settings.policy.evaluate(request, headers: RequestHeaders(current: cur))
+            if !decision.allowed {
+                cur.record.detail = decision.rule.map { "rule \($0)" } ?? "default deny"
+                cur.pageFields = [("rule", decision.rule ?? "(default deny)")]
+                metrics.denied(by: decision.rule.map { "access rule \($0)" } ?? "access default deny")
+                let why = decision.challenge ? "rule '\(decision.rule ?? "?")' needs a login, which reverse listeners do not ask for yet" : decision.explanation
+                return respondLocally(403, "Access denied: \(why).", result: .denied)
+            }
+        }
+        switch route.action {
+        case .respond(let status, let body, let type):
+            cur.record.detail = "route \(route.name)"
+            respondLocally(status, body, result: .none, body: (Array(body.utf8), type))
+        case .redirect(_, let status, _):
+            let location = route.location(head.target) ?? "/"
+            cur.record.detail = "route \(route.name)"
+            respondLocally(status, "Moved to \(location).", result: .none, headers: [("Location", location)])
+        case .upstream(let name):
+            guard let group = settings.upstreams.byName[name] else {
+                return respondLocally(502, "The route's upstream group '\(name)' does not exist.", result: .none)
+            }
+            guard let server = group.pick(key: hashKey(group.config.algorithm, cur, hostValue), tried: []) else {
+                cur.record.detail = "no usable server in upstream \(name)"
+                return respondLocally(503, "No server of the upstream group '\(name)' is available.", result: .none)
+            }
+            let pathAndQuery = route.rewrite(head.target)
+            cur.reverse = ReverseTarget(
+                group: group, route: route, server: server, tried: [server],
+                hostHeader: route.hostHeader == .keep && !hostValue.isEmpty ? hostValue : group.targets[server].authority,
+                pathAndQuery: pathAndQuery)
+            cur.record.result = .miss
+            connectReverse(cur)
+        }
+    }
+
+    private func connectReverse(_ cur: Current) {
+        guard let r = cur.reverse else { return }
+        let server = r.group.targets[r.server]
+        let target = RequestTarget(scheme: "http", host: server.host, port: server.port, pathAndQuery: r.pathAndQuery, explicitPort: true)
+        cur.target = target
+        connectUpstream(cur, target, reuse: true)
+    }
+
+    /// The hashing key the group's algorithm asks for.
+    private func hashKey(_ algorithm: BalanceAlgorithm, _ cur: Current, _ host: String) -> String? {
+        guard case .hash(let key, _) = algorithm else { return nil }
+        switch key {
+        case .clientAddress: return clientIP.map { "\($0)" }
+        case .url: return host + cur.head.target
+        case .header(let name): return cur.head.firstValue(name)
+        case .cookie(let name):
+            guard let cookies = cur.head.firstValue("cookie") else { return nil }
+            for part in cookies.split(separator: ";") {
+                let kv = part.split(separator: "=", maxSplits: 1)
+                if kv.count == 2, kv[0].drop(while: { $0 == " " }) == name { return String(kv[1]) }
+            }
+            return nil
+        }
+    }
+
+    /// Reports how the request to the current server ended (once): latency for the balancer,
+    /// success or failure for outlier detection.
+    private func reportReverse(_ cur: Current, ok: Bool) {
+        guard var r = cur.reverse, !r.reported else { return }
+        r.reported = true
+        cur.reverse = r
+        let seconds = cur.upstreamHeadNanoseconds.map { Double($0) / 1e9 }
+        r.group.finished(r.server, seconds: ok ? seconds : nil, ok: ok)
+    }
+
+    /// Connecting failed: the next server of the group, while tries and the budget allow.
+    private func retryReverse(_ cur: Current) -> Bool {
+        guard var r = cur.reverse else { return false }
+        reportReverse(cur, ok: false)
+        guard r.tried.count <= r.group.config.retries, let next = r.group.pick(key: hashKey(r.group.config.algorithm, cur, r.hostHeader), tried: r.tried) else {
+            return false
+        }
+        r.server = next
+        r.tried.insert(next)
+        r.reported = false
+        cur.reverse = r
+        connectReverse(cur)
+        return true
+    }
+
+    static func hostWithoutPort(_ value: String) -> String {
+        let v = value.lowercased()
+        if v.hasPrefix("[") { return String(v.dropFirst().prefix { $0 != "]" }) }
+        return String(v.prefix { $0 != ":" })
     }
 
     /// Finds out who the user is when a rule needs to know (Basic credentials, verified off the
@@ -561,6 +688,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func connectFailed(_ cur: Current, _ target: RequestTarget, _ error: Error) {
         let what = target.hostPort
+        if cur.reverse != nil, !(error is ProtectedEndpointError), retryReverse(cur) { return }
         if error is ProtectedEndpointError {
             cur.record.detail = "\(what) is the admin API"
             metrics.denied(by: "admin API")
@@ -613,10 +741,19 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var out = conn.channel.allocator.buffer(capacity: cur.head.bytes.readableBytes + 128)
         // Element hiding must read the page: ask for it uncompressed (Privoxy's
         // prevent-compression).
-        let edit = settings.requestHeaderRules.isEmpty && cur.cosmetics == nil
+        var rules = settings.requestHeaderRules
+        if let r = cur.reverse {
+            // What the back-end needs to know of the original request; whatever the client sent
+            // in these fields is replaced, never trusted.
+            rules = [
+                HeaderRule(direction: .request, name: "X-Forwarded-Proto", action: .set("http")),
+                HeaderRule(direction: .request, name: "X-Forwarded-Host", action: .set(cur.head.firstValue("host") ?? r.hostHeader)),
+            ] + rules
+        }
+        let edit = rules.isEmpty && cur.cosmetics == nil
             ? HeaderEdit()
             : HeaderEdit(
-                rules: settings.requestHeaderRules, bytes: cur.head.bytes, fields: cur.head.fields,
+                rules: rules, bytes: cur.head.bytes, fields: cur.head.fields,
                 extraRemovals: cur.cosmetics == nil ? [] : ["accept-encoding"])
         var crossSite: Bool?
         if cur.anonymizer != nil, !settings.suffixes.isEmpty, let referer = cur.head.firstValue("referer"),
@@ -626,7 +763,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         HeadWriter.writeUpstreamRequest(
             cur.head, target: cur.target!, via: settings.via, forwardedFor: settings.forwardedFor,
-            clientIP: clientText, anonymizer: cur.anonymizer, crossSite: crossSite, edit: edit, into: &out)
+            clientIP: clientText, anonymizer: cur.anonymizer, crossSite: crossSite, edit: edit, host: cur.reverse?.hostHeader,
+            into: &out)
         conn.channel.write(out, promise: nil)
         upstreamNeedsFlush = true
         cur.requestSentAt = .now()
@@ -958,6 +1096,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     private func upstreamFailed(_ cur: Current, status: Int, _ message: String) {
+        reportReverse(cur, ok: false)
         cur.upstreamReusable = false
         cur.record.detail = message
         if cur.responseStarted { return abortExchange() }
@@ -987,6 +1126,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     // MARK: - Finishing
 
     private func log(_ cur: Current) {
+        // Every exchange ends here: a reverse request's server is told how it went, once.
+        if cur.reverse != nil { reportReverse(cur, ok: cur.record.status > 0 && cur.record.status < 500) }
         cur.record.durationNanoseconds = UInt64(max(0, (NIODeadline.now() - cur.started).nanoseconds))
         if cur.tunnelCounted {
             cur.tunnelCounted = false
@@ -1019,6 +1160,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     /// close the client connection.
     private func abortExchange() {
         guard let cur = current, let context else { return }
+        reportReverse(cur, ok: false)
         detachUpstream(cur, reusable: false)
         if cur.record.result == .miss { cur.record.result = .missAborted }
         log(cur)

@@ -169,7 +169,9 @@ public final class ProximaServer: Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ClientHandler(settings: settings, services: services, listenerName: listener.name, metrics: listener.metrics))
+                        ClientHandler(
+                            settings: settings, services: services, listenerName: listener.name, metrics: listener.metrics,
+                            reverse: lc.role == .reverse))
                 }
             }
         let channel: Channel

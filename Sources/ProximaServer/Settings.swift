@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import ProximaAuth
+import ProximaBalance
 import ProximaConfig
 import ProximaHTTP1
 import ProximaPolicy
@@ -53,6 +54,8 @@ final class RuntimeSettings: Sendable {
     let requestHeaderRules: [HeaderRule]
     let responseHeaderRules: [HeaderRule]
     let pages: PageTemplates
+    let routes: RouteTable
+    let upstreams: UpstreamGroups
 
     init(config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints()) {
         self.protectedEndpoints = protectedEndpoints
@@ -69,6 +72,8 @@ final class RuntimeSettings: Sendable {
         self.requestHeaderRules = config.headerRules.filter { $0.direction == .request }
         self.responseHeaderRules = config.headerRules.filter { $0.direction == .response }
         self.pages = config.pages
+        self.routes = config.routes
+        self.upstreams = UpstreamGroups(config.upstreams)
         self.authCache = AuthCache(ttlSeconds: Int((config.auth?.cacheTTL.nanoseconds ?? 0) / 1_000_000_000))
         self.logsRequestID = config.logging.access.contains {
             $0.template.map { $0.source.contains("request_id") } ?? ($0.format == .json)

@@ -1,4 +1,5 @@
 import Atomics
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -17,13 +18,15 @@ public final class TestOrigin: Sendable {
     public let host: String
     let accepted: ManagedAtomic<Int>
     let open: ManagedAtomic<Int>
+    let children: NIOLockedValueBox<[ObjectIdentifier: Channel]>
 
     /// TCP connections accepted so far.
     public var connectionsAccepted: Int { accepted.load(ordering: .relaxed) }
     /// TCP connections open now.
     public var connectionsOpen: Int { open.load(ordering: .relaxed) }
 
-    init(channel: Channel, host: String, accepted: ManagedAtomic<Int>, open: ManagedAtomic<Int>) {
+    init(channel: Channel, host: String, accepted: ManagedAtomic<Int>, open: ManagedAtomic<Int>, children: NIOLockedValueBox<[ObjectIdentifier: Channel]>) {
+        self.children = children
         self.channel = channel
         self.port = channel.localAddress!.port!
         self.host = host
@@ -37,23 +40,35 @@ public final class TestOrigin: Sendable {
     public static func start(host: String = "127.0.0.1", group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> TestOrigin {
         let accepted = ManagedAtomic(0)
         let open = ManagedAtomic(0)
+        let children = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 accepted.wrappingIncrement(ordering: .relaxed)
                 open.wrappingIncrement(ordering: .relaxed)
-                channel.closeFuture.whenComplete { _ in open.wrappingDecrement(ordering: .relaxed) }
+                let id = ObjectIdentifier(channel)
+                children.withLockedValue { $0[id] = channel }
+                channel.closeFuture.whenComplete { _ in
+                    open.wrappingDecrement(ordering: .relaxed)
+                    children.withLockedValue { $0[id] = nil }
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(OriginHandler())
                 }
             }
             .bind(host: host, port: 0).get()
-        return TestOrigin(channel: channel, host: host, accepted: accepted, open: open)
+        return TestOrigin(channel: channel, host: host, accepted: accepted, open: open, children: children)
     }
 
     public func stop() async {
         try? await channel.close()
+    }
+
+    /// As if the server died: the listener and every open connection are closed.
+    public func kill() async {
+        try? await channel.close()
+        for child in children.withLockedValue({ Array($0.values) }) { try? await child.close() }
     }
 }
 
@@ -229,6 +244,8 @@ final class OriginHandler: ChannelInboundHandler {
         var h = HTTPHeaders()
         h.add(name: "Content-Length", value: String(body.readableBytes))
         h.add(name: "Content-Type", value: "text/plain")
+        // Which origin answered, for tests that balance over several.
+        h.add(name: "X-Served-By", value: String(context.channel.localAddress?.port ?? 0))
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head!.version, status: status, headers: h))), promise: nil)
         if head!.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)

@@ -122,7 +122,7 @@ struct ConfigLoaderTests {
     @Test func everyProblemIsReported() {
         let found = issues("""
             listeners:
-              - role: reverse
+              - role: sideways
                 address: nowhere
             timeouts:
               idle: soon
@@ -132,7 +132,7 @@ struct ConfigLoaderTests {
             """)
         let text = found.map(\.description)
         #expect(found.count == 5, "\(text)")
-        #expect(text.contains { $0.hasPrefix("listeners[0].role: 'reverse' is not one of: forward (line 2)") })
+        #expect(text.contains { $0.hasPrefix("listeners[0].role: 'sideways' is not one of: forward, reverse (line 2)") })
         #expect(text.contains { $0.hasPrefix("listeners[0].address: 'nowhere' is not host:port") && $0.hasSuffix("(line 3)") })
         #expect(text.contains("timeouts.idle: 'soon' is not a duration (examples: 500ms, 10s, 5m, 1h) (line 5)"))
         #expect(text.contains { $0.hasPrefix("limits.headers:") && $0.hasSuffix("(line 7)") })

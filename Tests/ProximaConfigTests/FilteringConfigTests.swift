@@ -74,3 +74,67 @@ struct FilteringConfigTests {
         #expect(try ConfigLoader.load(yaml: "proxy:\n  anonymize: true\n").get().filtering.suffixes.ruleCount > 1000)
     }
 }
+
+@Suite("Reverse listeners, upstream groups and routes in the configuration")
+struct ReverseConfigTests {
+    static let yaml = """
+        listeners:
+          - name: web
+            role: reverse
+            address: 127.0.0.1:8080
+        upstreams:
+          - name: app
+            balance: least_connections
+            retries: 1
+            outlier: {consecutive_failures: 3, base_ejection: 10s, max_ejection: 2m, max_ejected_percent: 34}
+            servers:
+              - {address: 10.0.0.1:8081, weight: 3}
+              - {address: "[fd00::2]:8081", max_connections: 50}
+              - {address: 10.0.0.9:8081, backup: true}
+          - name: sticky
+            balance: hash
+            hash: {key: "cookie:session", method: maglev}
+            servers:
+              - {address: 10.0.1.1:80}
+        routes:
+          - name: ping
+            path_exact: /ping
+            respond: {status: 200, body: "pong\\n"}
+          - name: old
+            path_prefix: /old/
+            redirect: {to: "https://new.example/", status: 308}
+          - name: api
+            hosts: [api.example.com, "*.api.example.com"]
+            path_prefix: /api/
+            methods: [get, post]
+            upstream: app
+            replace_prefix: /
+            host_header: upstream
+          - name: rest
+            upstream: sticky
+        """
+
+    @Test func loadsAndRoundTrips() throws {
+        let c = try ConfigLoader.load(yaml: Self.yaml).get()
+        #expect(c.listeners[0].role == .reverse)
+        #expect(c.upstreams.map(\.name) == ["app", "sticky"])
+        #expect(c.upstreams[0].algorithm == .leastConnections && c.upstreams[0].retries == 1)
+        #expect(c.upstreams[0].outlier.consecutiveFailures == 3 && c.upstreams[0].outlier.baseEjection == 10 && c.upstreams[0].outlier.maxEjection == 120)
+        #expect(c.upstreams[0].servers.map(\.weight) == [3, 1, 1] && c.upstreams[0].servers[1].host == "fd00::2" && c.upstreams[0].servers[2].backup)
+        #expect(c.upstreams[1].algorithm == .hash(.cookie("session"), .maglev))
+        #expect(c.routes.routes.map(\.name) == ["ping", "old", "api", "rest"])
+        #expect(c.routes.routes[2].methods == ["GET", "POST"] && c.routes.routes[2].hostHeader == .upstream)
+        #expect(c.routes.route(host: "x.api.example.com", pathAndQuery: "/api/v1", method: "GET")?.rewrite("/api/v1") == "/v1")
+        #expect(try ConfigLoader.load(yaml: c.yaml()).get() == c, "\(c.yaml())")
+    }
+
+    @Test func mistakes() {
+        #expect(issues("listeners:\n  - role: reverse\n    address: 127.0.0.1:0\n").map(\.path) == ["routes"])
+        #expect(issues("routes:\n  - upstream: nope\n").map(\.path) == ["routes[0].upstream"])
+        #expect(issues("routes:\n  - respond: {status: 200}\n    redirect: {to: \"/x\"}\n").map(\.path) == ["routes[0]"])
+        #expect(issues("routes:\n  - path_exact: /a\n    replace_prefix: /\n    respond: {status: 200}\n").map(\.path) == ["routes[0].replace_prefix"])
+        #expect(issues("upstreams:\n  - name: a\n    servers: []\n").map(\.path) == ["upstreams[0]"])
+        #expect(issues("upstreams:\n  - name: a\n    servers:\n      - {address: 10.0.0.1}\n").count == 1)
+        #expect(issues("upstreams:\n  - name: a\n    balance: random\n    servers:\n      - {address: 10.0.0.1:80}\n").map(\.path) == ["upstreams[0].balance"])
+    }
+}

@@ -1,0 +1,78 @@
+import NIOCore
+import ProximaBalance
+import ProximaConfig
+import ProximaHTTP1
+import Synchronization
+
+/// One upstream group at run time: its balancer, each server's health and the retry budget,
+/// shared by every event loop behind one lock (held for a pick or a result, never across I/O).
+final class UpstreamGroup: Sendable {
+    let config: UpstreamGroupConfig
+    /// Each server as a target to connect to (the pool key is its `host:port`).
+    let targets: [RequestTarget]
+    private struct State {
+        var balancer: Balancer
+        var health: [ServerHealth]
+        var budget = RetryBudget()
+    }
+    private let state: Mutex<State>
+
+    init(_ config: UpstreamGroupConfig) {
+        self.config = config
+        targets = config.servers.map { RequestTarget(scheme: "http", host: $0.host, port: $0.port, pathAndQuery: "/", explicitPort: true) }
+        state = Mutex(State(
+            balancer: Balancer(backends: config.servers, algorithm: config.algorithm),
+            health: Array(repeating: ServerHealth(), count: config.servers.count)))
+    }
+
+    static func now() -> Double { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
+
+    /// A server for a request, not one of `tried`; nil when none is usable. The first try
+    /// deposits into the retry budget, a later one must withdraw from it.
+    func pick(key: String?, tried: Set<Int>) -> Int? {
+        let now = Self.now()
+        return state.withLock { s in
+            if tried.isEmpty {
+                s.budget.deposit()
+            } else if !s.budget.withdraw(now: now) {
+                return nil
+            }
+            let health = s.health
+            guard let i = s.balancer.pick(key: key, now: now, usable: { !tried.contains($0) && health[$0].usable(now: now) }) else { return nil }
+            s.balancer.started(i)
+            return i
+        }
+    }
+
+    /// How a request to server `i` ended: `seconds` to the response head (nil: no response),
+    /// `ok` false for connect failures and 5xx answers (outlier detection).
+    func finished(_ i: Int, seconds: Double?, ok: Bool) {
+        let now = Self.now()
+        let policy = config.outlier
+        state.withLock { s in
+            s.balancer.finished(i, seconds: seconds, now: now)
+            let ejected = s.health.filter { $0.isEjected(now: now) }.count
+            let mayEject = (ejected + 1) * 100 <= policy.maxEjectedPercent * s.health.count
+            _ = s.health[i].served(ok: ok, now: now, policy: policy, mayEject: mayEject)
+        }
+    }
+
+    /// For /status: each server and whether it takes requests now.
+    func snapshot() -> [(name: String, usable: Bool, active: Int)] {
+        let now = Self.now()
+        return state.withLock { s in
+            config.servers.indices.map { (config.servers[$0].name, s.health[$0].usable(now: now), s.balancer.active[$0]) }
+        }
+    }
+}
+
+/// The groups of one configuration, by name.
+struct UpstreamGroups: Sendable {
+    let byName: [String: UpstreamGroup]
+
+    init(_ configs: [UpstreamGroupConfig]) {
+        var byName: [String: UpstreamGroup] = [:]
+        for c in configs { byName[c.name] = UpstreamGroup(c) }
+        self.byName = byName
+    }
+}

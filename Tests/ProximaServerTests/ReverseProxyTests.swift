@@ -1,0 +1,115 @@
+import Foundation
+import NIOCore
+import ProximaBalance
+import ProximaConfig
+import ProximaPolicy
+import ProximaTesting
+import Testing
+
+@Suite("Reverse proxy: routes, balancing, failover")
+struct ReverseProxyTests {
+    /// A reverse listener in front of `origins`, with the routes of a small site.
+    static func configure(_ c: inout ProximaConfiguration, _ origins: [TestOrigin], algorithm: BalanceAlgorithm = .roundRobin) {
+        c.listeners = [ListenerConfig(name: "web", role: .reverse, address: ListenAddress(host: "127.0.0.1", port: 0))]
+        c.access = AccessPolicy(rules: [AccessRule(name: "anyone", action: .allow, clients: [CIDR("0.0.0.0/0")!, CIDR("::/0")!])])
+        var group = UpstreamGroupConfig(name: "app", servers: origins.map { Backend(host: "127.0.0.1", port: $0.port) })
+        group.algorithm = algorithm
+        group.retries = origins.count
+        c.upstreams = [group]
+        var ping = Route(name: "ping", action: .respond(status: 200, body: "pong\n", contentType: "text/plain"))
+        ping.path = .exact("/ping")
+        var old = Route(name: "old", action: .redirect(to: "https://new.example/", status: 301, keepPath: true))
+        old.path = .prefix("/old/")
+        var api = Route(name: "api", action: .upstream("app"))
+        api.hosts = ["api.example"]
+        api.path = .prefix("/api/")
+        api.replacePrefix = "/"
+        var site = Route(name: "site", action: .upstream("app"))
+        site.hosts = ["www.example", "*.example"]
+        c.routes = RouteTable([ping, old, api, site])
+    }
+
+    /// `count` GETs one after another: how many failed, and which origin served the others.
+    static func getMany(_ proxy: RunningProxy, _ count: Int) async throws -> (failures: Int, servedBy: [String: Int]) {
+        var failures = 0
+        var servedBy: [String: Int] = [:]
+        for _ in 0..<count {
+            let reply = try await send(proxy, ["GET /bytes/100 HTTP/1.1\r\nHost: www.example\r\nConnection: close\r\n\r\n"]).replies.first
+            guard let reply, reply.status == 200, reply.body.utf8.count == 100 else {
+                failures += 1
+                continue
+            }
+            servedBy[reply.header("x-served-by") ?? "?", default: 0] += 1
+        }
+        return (failures, servedBy)
+    }
+
+    static func startOrigins(_ n: Int) async throws -> [TestOrigin] {
+        var origins: [TestOrigin] = []
+        for _ in 0..<n { origins.append(try await TestOrigin.start()) }
+        return origins
+    }
+
+    @Test func routesRedirectsAndFixedAnswers() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.configure(&$0, [origin]) }) { proxy in
+            func ask(_ host: String, _ path: String, _ extra: String = "") async throws -> Reply {
+                try #require(try await send(proxy, ["GET \(path) HTTP/1.1\r\nHost: \(host)\r\n\(extra)\r\n"]).replies.first)
+            }
+            let ping = try await ask("anything", "/ping")
+            #expect(ping.status == 200 && ping.body == "pong\n")
+            let old = try await ask("www.example", "/old/page?id=3")
+            #expect(old.status == 301 && old.header("location") == "https://new.example/page?id=3")
+            // The API prefix is replaced before the request goes on; the client's Host is kept.
+            let api = try await ask("api.example", "/api/headers", "X-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\n")
+            #expect(api.status == 200 && api.body.hasPrefix("GET /headers HTTP/1.1"), "\(api.body)")
+            let seen = api.body.lowercased()
+            #expect(seen.contains("host: api.example\n") && seen.contains("x-forwarded-host: api.example\n"))
+            #expect(seen.contains("x-forwarded-proto: http\n") && !seen.contains("evil") && seen.contains("x-forwarded-for: 127.0.0.1"))
+            #expect(try await ask("shop.example", "/bytes/5").body == "abcde")
+            let none = try await ask("unknown.test", "/x")
+            #expect(none.status == 404 && none.body.contains("No route"))
+            // Absolute-form requests are for forward proxies.
+            let absolute = try await ask("www.example", "http://www.example/bytes/1")
+            #expect(absolute.status == 400)
+        }
+    }
+
+    @Test(arguments: [BalanceAlgorithm.roundRobin, .leastConnections, .p2cEWMA])
+    func requestsAreSpreadOverTheBackEnds(_ algorithm: BalanceAlgorithm) async throws {
+        let origins = try await Self.startOrigins(3)
+        defer { for o in origins { Task { await o.stop() } } }
+        try await ProxyHarness.withProxy({ Self.configure(&$0, origins, algorithm: algorithm) }) { proxy in
+            var servedBy: [String: Int] = [:]
+            for _ in 0..<60 {
+                let r = try #require(try await send(proxy, ["GET /bytes/10 HTTP/1.1\r\nHost: www.example\r\n\r\n"]).replies.first)
+                #expect(r.status == 200)
+                servedBy[r.header("x-served-by") ?? "?", default: 0] += 1
+            }
+            #expect(Set(servedBy.keys) == Set(origins.map { String($0.port) }), "\(algorithm): \(servedBy)")
+            if algorithm == .roundRobin { #expect(servedBy.values.allSatisfy { $0 == 20 }, "\(servedBy)") }
+        }
+    }
+
+    /// A back-end dies in the middle of a bounded loop of GETs: the client never sees a failure
+    /// (connections refused are retried on the others, and the dead one is ejected).
+    @Test func aDeadBackEndIsNeverNoticed() async throws {
+        let origins = try await Self.startOrigins(3)
+        defer { for o in origins { Task { await o.stop() } } }
+        try await ProxyHarness.withProxy({ Self.configure(&$0, origins) }) { proxy in
+            let before = try await Self.getMany(proxy, 30)
+            #expect(before.failures == 0)
+            await origins[1].kill()
+            let (failures, servedBy) = try await Self.getMany(proxy, 60)
+            #expect(failures == 0)
+            #expect(servedBy[String(origins[1].port)] == nil, "\(servedBy)")
+            #expect(servedBy.values.reduce(0, +) == 60)
+            // Everything down: a clear 503 or 502, never a hang.
+            await origins[0].kill()
+            await origins[2].kill()
+            let last = try #require(try await send(proxy, ["GET /bytes/1 HTTP/1.1\r\nHost: www.example\r\n\r\n"]).replies.first)
+            #expect(last.status == 502 || last.status == 503, "\(last.status)")
+        }
+    }
+}
