@@ -392,8 +392,36 @@ final class NodeReader {
             var hashKey: HashKey = .clientAddress
             var hashMethod: HashMethod = .ring
             var serverItems = 0
-            mapping(item, p, keys: ["name", "servers", "balance", "hash", "retries", "outlier"]) { k, n, kp in
+            mapping(item, p, keys: ["name", "servers", "balance", "hash", "retries", "outlier", "health_check"]) { k, n, kp in
                 switch k {
+                case "health_check":
+                    var check = ActiveCheckPolicy()
+                    mapping(n, kp, keys: ["path", "interval", "timeout", "rise", "fall", "expect"]) { hk, hn, hp in
+                        switch hk {
+                        case "path":
+                            if let v = string(hn, hp) {
+                                if v.hasPrefix("/"), v.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) { check.path = v } else { fail(hp, hn, "a path starting with /") }
+                            }
+                        case "interval", "timeout":
+                            guard let v = duration(hn, hp) else { return }
+                            if v.nanoseconds < 10_000_000 { return fail(hp, hn, "at least 10ms") }
+                            if hk == "interval" { check.interval = Double(v.nanoseconds) / 1e9 } else { check.timeout = Double(v.nanoseconds) / 1e9 }
+                        case "rise": if let v = int(hn, hp, in: 1...100) { check.rise = v }
+                        case "fall": if let v = int(hn, hp, in: 1...100) { check.fall = v }
+                        default:
+                            // "200-399" or "200"
+                            guard let v = string(hn, hp) else { return }
+                            let parts = v.split(separator: "-").compactMap { Int($0) }
+                            if parts.count == 2, (100...599).contains(parts[0]), parts[0] <= parts[1], parts[1] <= 599 {
+                                check.expectedStatuses = parts[0]...parts[1]
+                            } else if parts.count == 1, (100...599).contains(parts[0]), !v.contains("-") {
+                                check.expectedStatuses = parts[0]...parts[0]
+                            } else {
+                                fail(hp, hn, "'\(v)' is not a status or a range of statuses (200-399)")
+                            }
+                        }
+                    }
+                    group.activeCheck = check
                 case "name": if let v = string(n, kp) { group.name = v }
                 case "balance":
                     if let v = string(n, kp) {

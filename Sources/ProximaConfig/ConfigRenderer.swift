@@ -96,6 +96,10 @@ extension ProximaConfiguration {
                 out += "    retries: \(g.retries)\n"
                 let o = g.outlier
                 out += "    outlier: {consecutive_failures: \(o.consecutiveFailures), base_ejection: \(TimeSpan.milliseconds(Int64((o.baseEjection * 1000).rounded()))), max_ejection: \(TimeSpan.milliseconds(Int64((o.maxEjection * 1000).rounded()))), max_ejected_percent: \(o.maxEjectedPercent)}\n"
+                if let h = g.activeCheck {
+                    let ms = { (s: Double) in TimeSpan.milliseconds(Int64((s * 1000).rounded())) }
+                    out += "    health_check: {path: \(quoted(h.path)), interval: \(ms(h.interval)), timeout: \(ms(h.timeout)), rise: \(h.rise), fall: \(h.fall), expect: \"\(h.expectedStatuses.lowerBound)-\(h.expectedStatuses.upperBound)\"}\n"
+                }
                 out += "    servers:\n"
                 for b in g.servers {
                     out += "      - {address: \(quoted(ListenAddress(host: b.host, port: b.port).description)), weight: \(b.weight)"

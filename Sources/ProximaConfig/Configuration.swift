@@ -66,6 +66,8 @@ public struct UpstreamGroupConfig: Sendable, Equatable {
     /// How many other servers a request may be tried on when connecting fails.
     public var retries = 2
     public var outlier = OutlierPolicy()
+    /// Active HTTP checks (nil: none; outlier detection still applies).
+    public var activeCheck: ActiveCheckPolicy?
 
     public init(name: String, servers: [Backend]) {
         self.name = name

@@ -67,7 +67,8 @@ extension ProximaServer {
         var history: [[Int]]
         /// Not in this version yet: said plainly rather than shown as zeros.
         var cache: String?
-        var upstreamGroups: [String]
+        /// Each upstream group's servers: up (active checks), ejected (outlier detection), in flight.
+        var upstreams: [String: [UpstreamServerStatus]]
 
         struct Latency: Encodable {
             var windowSeconds: Int
@@ -112,7 +113,7 @@ extension ProximaServer {
             topHosts: live.hosts.top(10).map { Status.HostCount(host: $0.key, requests: $0.count) },
             topDenied: live.denied.top(10).map { Status.HostCount(host: $0.key, requests: $0.count) },
             history: samples.map { [$0.time] + $0.byClass },
-            cache: nil, upstreamGroups: [])
+            cache: nil, upstreams: upstreamStatus)
     }
 }
 

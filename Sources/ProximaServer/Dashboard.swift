@@ -164,7 +164,10 @@ async function refresh() {
     hostTable($("top-denied"), s.top_denied);
     $("cache").textContent = s.cache || "No cache in this version: every request goes upstream.";
     $("upstream-idle").textContent = fmt(s.upstream_idle_connections);
-    $("upstream-groups").textContent = s.upstream_groups.length ? s.upstream_groups.join(", ") : "No upstream groups (forward proxy only): no health checks to show.";
+    const groups = Object.keys(s.upstreams || {}).sort();
+    $("upstream-groups").textContent = groups.length
+      ? groups.map(g => g + ": " + s.upstreams[g].map(v => v.name + (v.up && !v.ejected ? " up" : v.ejected ? " ejected" : " DOWN") + (v.backup ? " (backup)" : "") + ", " + v.active + " in flight").join("; ")).join(" | ")
+      : "No upstream groups (forward proxy only): no health checks to show.";
     $("listeners").innerHTML = '<tr><th>name</th><th>address</th><th class="n">connections</th><th class="n">requests</th></tr>' +
       s.listeners.map(l => `<tr><td>${esc(l.name)}</td><td>${esc(l.address)}</td><td class="n">${fmt(l.open_connections)}</td><td class="n">${fmt(l.requests)}</td></tr>`).join("");
     $("process").innerHTML = [["started", new Date(s.start_time * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC"],

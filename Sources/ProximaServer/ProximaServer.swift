@@ -57,6 +57,9 @@ public final class ProximaServer: Sendable {
         var draining = false
         var dropWatch: RepeatedTask?
         var sampler: RepeatedTask?
+        /// The upstream groups' active health checks (replaced on reload).
+        var healthChecks: [RepeatedTask] = []
+        var upstreams = UpstreamGroups([])
         var droppedSeen = 0
         var reloadAction: (@Sendable () async -> ReloadOutcome)?
     }
@@ -102,6 +105,7 @@ public final class ProximaServer: Sendable {
         var admin: Channel?
         if let a = config.admin { admin = try await bindAdmin(a) }
         let settings = RuntimeSettings(config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress))
+        startHealthChecks(settings.upstreams)
         var bound: [Listener] = []
         do {
             for l in config.listeners {
@@ -224,6 +228,7 @@ public final class ProximaServer: Sendable {
             if log !== oldLog { log.shutdown() }
             throw error
         }
+        startHealthChecks(settings.upstreams)
         let removed = oldListeners.filter { old in !kept.contains { $0 === old } }
         for l in removed { l.quiesce.initiateShutdown(promise: nil) }
         state.withLock { s in
@@ -245,6 +250,8 @@ public final class ProximaServer: Sendable {
             s.dropWatch = nil
             s.sampler?.cancel()
             s.sampler = nil
+            for t in s.healthChecks { t.cancel() }
+            s.healthChecks = []
             return (s.listeners, s.config)
         }
         let timeout = drainTimeout ?? .nanoseconds(config.timeouts.drain.nanoseconds)
@@ -269,6 +276,24 @@ public final class ProximaServer: Sendable {
         for l in logs { l.shutdown() }
         if let admin = state.withLock({ $0.admin }) { try? await admin.close() }
         try? await threadPool.shutdownGracefully()
+    }
+
+    /// Replaces the running health checks with those of `groups` (a reload starts its groups
+    /// afresh: health is learnt again within a few intervals).
+    private func startHealthChecks(_ groups: UpstreamGroups) {
+        let tasks = HealthChecker.start(groups, services: services, logger: logger)
+        let old = state.withLock { s -> [RepeatedTask] in
+            let old = s.healthChecks
+            s.healthChecks = tasks
+            s.upstreams = groups
+            return old
+        }
+        for t in old { t.cancel() }
+    }
+
+    /// Each upstream group's servers, as the balancer sees them now.
+    public var upstreamStatus: [String: [UpstreamServerStatus]] {
+        state.withLock { $0.upstreams }.byName.mapValues { $0.snapshot() }
     }
 
     /// Reopens the access-log files at their paths (SIGUSR1, after logrotate moved them).

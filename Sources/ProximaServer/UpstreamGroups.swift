@@ -38,7 +38,11 @@ final class UpstreamGroup: Sendable {
                 return nil
             }
             let health = s.health
-            guard let i = s.balancer.pick(key: key, now: now, usable: { !tried.contains($0) && health[$0].usable(now: now) }) else { return nil }
+            // When the checks say every server is down, try them anyway (Envoy's panic mode): a
+            // check that fails for its own reasons must not take the whole site off line.
+            guard let i = s.balancer.pick(key: key, now: now, usable: { !tried.contains($0) && health[$0].usable(now: now) })
+                ?? s.balancer.pick(key: key, now: now, usable: { !tried.contains($0) && !health[$0].isEjected(now: now) })
+            else { return nil }
             s.balancer.started(i)
             return i
         }
@@ -57,11 +61,21 @@ final class UpstreamGroup: Sendable {
         }
     }
 
+    /// An active check's result for server `i`; a transition when its thresholds are crossed.
+    func checked(_ i: Int, ok: Bool) -> ServerHealth.Transition? {
+        guard let policy = config.activeCheck else { return nil }
+        return state.withLock { $0.health[i].checked(ok: ok, policy: policy) }
+    }
+
     /// For /status: each server and whether it takes requests now.
-    func snapshot() -> [(name: String, usable: Bool, active: Int)] {
+    func snapshot() -> [UpstreamServerStatus] {
         let now = Self.now()
         return state.withLock { s in
-            config.servers.indices.map { (config.servers[$0].name, s.health[$0].usable(now: now), s.balancer.active[$0]) }
+            config.servers.indices.map {
+                UpstreamServerStatus(
+                    name: config.servers[$0].name, up: s.health[$0].up, ejected: s.health[$0].isEjected(now: now),
+                    active: s.balancer.active[$0], backup: config.servers[$0].backup)
+            }
         }
     }
 }
@@ -75,4 +89,16 @@ struct UpstreamGroups: Sendable {
         for c in configs { byName[c.name] = UpstreamGroup(c) }
         self.byName = byName
     }
+}
+
+/// One server as /status shows it.
+public struct UpstreamServerStatus: Sendable, Equatable, Codable {
+    public let name: String
+    /// As the active checks see it (always true without checks).
+    public let up: Bool
+    /// Taken out by outlier detection for now.
+    public let ejected: Bool
+    public let active: Int
+    public let backup: Bool
+    public var usable: Bool { up && !ejected }
 }

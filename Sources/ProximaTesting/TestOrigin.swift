@@ -37,7 +37,8 @@ public final class TestOrigin: Sendable {
     /// `http://127.0.0.1:PORT` (or `http://[::1]:PORT`).
     public var url: String { host.contains(":") ? "http://[\(host)]:\(port)" : "http://\(host):\(port)" }
 
-    public static func start(host: String = "127.0.0.1", group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> TestOrigin {
+    /// `port`: 0 for any free one, or a given one (a test restarting a server where it was).
+    public static func start(host: String = "127.0.0.1", port: Int = 0, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> TestOrigin {
         let accepted = ManagedAtomic(0)
         let open = ManagedAtomic(0)
         let children = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
@@ -57,7 +58,7 @@ public final class TestOrigin: Sendable {
                     try channel.pipeline.syncOperations.addHandler(OriginHandler())
                 }
             }
-            .bind(host: host, port: 0).get()
+            .bind(host: host, port: port).get()
         return TestOrigin(channel: channel, host: host, accepted: accepted, open: open, children: children)
     }
 

@@ -87,6 +87,7 @@ struct ReverseConfigTests {
             balance: least_connections
             retries: 1
             outlier: {consecutive_failures: 3, base_ejection: 10s, max_ejection: 2m, max_ejected_percent: 34}
+            health_check: {path: /healthz, interval: 2s, timeout: 500ms, rise: 3, fall: 2, expect: "200-299"}
             servers:
               - {address: 10.0.0.1:8081, weight: 3}
               - {address: "[fd00::2]:8081", max_connections: 50}
@@ -122,6 +123,9 @@ struct ReverseConfigTests {
         #expect(c.upstreams[0].outlier.consecutiveFailures == 3 && c.upstreams[0].outlier.baseEjection == 10 && c.upstreams[0].outlier.maxEjection == 120)
         #expect(c.upstreams[0].servers.map(\.weight) == [3, 1, 1] && c.upstreams[0].servers[1].host == "fd00::2" && c.upstreams[0].servers[2].backup)
         #expect(c.upstreams[1].algorithm == .hash(.cookie("session"), .maglev))
+        let check = try #require(c.upstreams[0].activeCheck)
+        #expect(check.path == "/healthz" && check.interval == 2 && check.timeout == 0.5 && check.rise == 3 && check.fall == 2 && check.expectedStatuses == 200...299)
+        #expect(c.upstreams[1].activeCheck == nil)
         #expect(c.routes.routes.map(\.name) == ["ping", "old", "api", "rest"])
         #expect(c.routes.routes[2].methods == ["GET", "POST"] && c.routes.routes[2].hostHeader == .upstream)
         #expect(c.routes.route(host: "x.api.example.com", pathAndQuery: "/api/v1", method: "GET")?.rewrite("/api/v1") == "/v1")
@@ -136,5 +140,7 @@ struct ReverseConfigTests {
         #expect(issues("upstreams:\n  - name: a\n    servers: []\n").map(\.path) == ["upstreams[0]"])
         #expect(issues("upstreams:\n  - name: a\n    servers:\n      - {address: 10.0.0.1}\n").count == 1)
         #expect(issues("upstreams:\n  - name: a\n    balance: random\n    servers:\n      - {address: 10.0.0.1:80}\n").map(\.path) == ["upstreams[0].balance"])
+        #expect(issues("upstreams:\n  - name: a\n    health_check: {expect: \"300-200\"}\n    servers:\n      - {address: 10.0.0.1:80}\n").map(\.path) == ["upstreams[0].health_check.expect"])
+        #expect(issues("upstreams:\n  - name: a\n    health_check: {interval: 1ms}\n    servers:\n      - {address: 10.0.0.1:80}\n").map(\.path) == ["upstreams[0].health_check.interval"])
     }
 }

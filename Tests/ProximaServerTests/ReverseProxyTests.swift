@@ -113,3 +113,57 @@ struct ReverseProxyTests {
         }
     }
 }
+
+@Suite("Reverse proxy: active health checks")
+struct HealthCheckTests {
+    /// A server goes down when its checks fail `fall` times, and comes back after `rise` good ones;
+    /// while it is down nothing is sent to it.
+    @Test func serversGoDownAndComeBack() async throws {
+        let a = try await TestOrigin.start()
+        var b = try await TestOrigin.start()
+        let bPort = b.port
+        defer { Task { await a.stop() } }
+        try await ProxyHarness.withProxy({ c in
+            ReverseProxyTests.configure(&c, [a, b])
+            var check = ActiveCheckPolicy()
+            check.path = "/status/204"
+            check.interval = 0.05
+            check.timeout = 3   // a loaded machine must not fail the live server's checks
+            check.rise = 2
+            check.fall = 2
+            c.upstreams[0].activeCheck = check
+            c.upstreams[0].outlier.consecutiveFailures = 0   // only the checks decide here
+        }) { proxy in
+            func usable() -> [Bool] { proxy.server.upstreamStatus["app"]?.map(\.usable) ?? [] }
+            #expect(usable() == [true, true])
+            await b.kill()
+            #expect(await eventually { usable() == [true, false] }, "the checks must take b down")
+            let (failures, servedBy) = try await ReverseProxyTests.getMany(proxy, 20)
+            #expect(failures == 0 && servedBy == [String(a.port): 20], "\(servedBy)")
+            b = try await TestOrigin.start(port: bPort)
+            #expect(await eventually { usable() == [true, true] }, "the checks must bring b back")
+            let after = try await ReverseProxyTests.getMany(proxy, 20)
+            #expect(after.failures == 0 && after.servedBy[String(bPort)] == 10, "\(after.servedBy)")
+        }
+        await b.stop()
+    }
+
+    /// Every server down by its checks: requests still go out (Envoy's panic mode), and a live
+    /// one answers.
+    @Test func whenAllAreDownTheyAreTriedAnyway() async throws {
+        let a = try await TestOrigin.start()
+        defer { Task { await a.stop() } }
+        try await ProxyHarness.withProxy({ c in
+            ReverseProxyTests.configure(&c, [a])
+            var check = ActiveCheckPolicy()
+            check.path = "/no-such-page"   // 404: never healthy
+            check.interval = 0.05
+            check.fall = 1
+            c.upstreams[0].activeCheck = check
+        }) { proxy in
+            #expect(await eventually { proxy.server.upstreamStatus["app"]?.first?.up == false })
+            let r = try await ReverseProxyTests.getMany(proxy, 3)
+            #expect(r.failures == 0)
+        }
+    }
+}

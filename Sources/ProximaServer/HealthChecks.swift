@@ -1,0 +1,108 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ProximaBalance
+import ProximaHTTP1
+
+/// Active health checks (HAProxy's `option httpchk` with `inter`, `rise`, `fall`): each server of
+/// a group with a `health_check` gets `GET path` every interval on its own connection; the
+/// answer's status decides, a timeout or a refused connection is a failure.
+enum HealthChecker {
+    /// Starts the checks of every group that has them; cancel the tasks to stop them.
+    static func start(_ groups: UpstreamGroups, services: ServerServices, logger: Logger) -> [RepeatedTask] {
+        var tasks: [RepeatedTask] = []
+        for group in groups.byName.values {
+            guard let policy = group.config.activeCheck else { continue }
+            let loop = services.group.next()
+            let interval = TimeAmount.nanoseconds(Int64(policy.interval * 1e9))
+            tasks.append(loop.scheduleRepeatedTask(initialDelay: .zero, delay: interval) { _ in
+                for i in group.targets.indices {
+                    check(group.targets[i], policy: policy, resolver: services.resolver, on: loop).whenComplete { result in
+                        let ok = (try? result.get()) ?? false
+                        switch group.checked(i, ok: ok) {
+                        case .wentDown?:
+                            logger.warning("upstream '\(group.config.name)': server \(group.config.servers[i].name) is DOWN (\(policy.fall) failed checks of \(policy.path))")
+                        case .cameUp?:
+                            logger.notice("upstream '\(group.config.name)': server \(group.config.servers[i].name) is UP again (\(policy.rise) passed checks)")
+                        case nil: break
+                        }
+                    }
+                }
+            })
+        }
+        return tasks
+    }
+
+    /// One check: true when the server answered with an expected status in time.
+    static func check(_ target: RequestTarget, policy: ActiveCheckPolicy, resolver: DNSResolver, on loop: EventLoop) -> EventLoopFuture<Bool> {
+        let promise = loop.makePromise(of: Bool.self)
+        let timeout = TimeAmount.nanoseconds(Int64(policy.timeout * 1e9))
+        var request = ByteBuffer()
+        request.writeString("GET \(policy.path) HTTP/1.1\r\nHost: \(target.authority)\r\nUser-Agent: proxima-health-check\r\nConnection: close\r\n\r\n")
+        let expected = policy.expectedStatuses
+        let timer = loop.scheduleTask(in: timeout) { promise.succeed(false) }
+        resolver.resolve(host: target.host, port: target.port, on: loop).flatMap { addresses -> EventLoopFuture<Channel> in
+            guard let address = addresses.first else { return loop.makeFailedFuture(ChannelError.connectTimeout(timeout)) }
+            return ClientBootstrap(group: loop)
+                .connectTimeout(timeout)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(StatusLineReader(request: request, expected: expected, promise: promise))
+                    }
+                }
+                .connect(to: address)
+        }.whenComplete { result in
+            switch result {
+            case .success(let channel): promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            case .failure: promise.succeed(false)
+            }
+        }
+        promise.futureResult.whenComplete { _ in timer.cancel() }
+        return promise.futureResult
+    }
+}
+
+/// Sends the check request and reads only the status line of the answer.
+final class StatusLineReader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let request: ByteBuffer
+    let expected: ClosedRange<Int>
+    let promise: EventLoopPromise<Bool>
+    var received = ByteBuffer()
+
+    init(request: ByteBuffer, expected: ClosedRange<Int>, promise: EventLoopPromise<Bool>) {
+        self.request = request
+        self.expected = expected
+        self.promise = promise
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(NIOAny(request), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        received.writeBuffer(&bytes)
+        let view = received.readableBytesView
+        guard let end = view.firstIndex(of: UInt8(ascii: "\n")) else {
+            if received.readableBytes > 1024 { promise.succeed(false) }
+            return
+        }
+        // "HTTP/1.1 200 OK": the three digits after the first space.
+        let line = String(decoding: view[view.startIndex..<end], as: UTF8.self)
+        let parts = line.split(separator: " ")
+        let status = parts.count >= 2 && line.hasPrefix("HTTP/1.") ? Int(parts[1]) : nil
+        promise.succeed(status.map { expected.contains($0) } ?? false)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.succeed(false)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        promise.succeed(false)
+        context.close(promise: nil)
+    }
+}
