@@ -474,6 +474,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     /// Connecting failed: the next server of the group, while tries and the budget allow.
     private func retryReverse(_ cur: Current) -> Bool {
+        guard nextReverseServer(cur) else { return false }
+        connectReverse(cur)
+        return true
+    }
+
+    /// Reports the current server as failed and reserves another one (not tried yet), if the
+    /// group's retries and budget allow.
+    private func nextReverseServer(_ cur: Current) -> Bool {
         guard var r = cur.reverse else { return false }
         reportReverse(cur, ok: false)
         guard r.tried.count <= r.group.config.retries, let next = r.group.pick(key: hashKey(r.group.config.algorithm, cur, r.hostHeader), tried: r.tried) else {
@@ -483,8 +491,25 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         r.tried.insert(next)
         r.reported = false
         cur.reverse = r
-        connectReverse(cur)
         return true
+    }
+
+    /// Whether a reverse request may go to another server after this one failed without
+    /// answering (or answered 502/503): idempotent, no body (bodies are streamed, not kept),
+    /// nothing sent to the client yet.
+    private func mayRetryElsewhere(_ cur: Current) -> Bool {
+        cur.reverse != nil && cur.isIdempotent && cur.requestBodyDone && !cur.responseStarted
+            && (cur.head.framing == .none || cur.head.framing == .length(0))
+    }
+
+    /// Drops the current server's connection and sends the request to the next one.
+    private func resendElsewhere(_ cur: Current, because reason: String) {
+        cur.record.detail = reason
+        cur.responseHeadBuffer = nil
+        cur.response = .head
+        detachUpstream(cur, reusable: false)
+        phase = .connecting
+        connectReverse(cur)
     }
 
     static func hostWithoutPort(_ value: String) -> String {
@@ -873,6 +898,12 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                     }
                     continue
                 }
+                if head.status == 502 || head.status == 503, mayRetryElsewhere(cur) {
+                    let name = cur.reverse.map { $0.group.config.servers[$0.server].name } ?? "?"
+                    if nextReverseServer(cur) {
+                        return resendElsewhere(cur, because: "\(name) answered \(head.status); tried another server")
+                    }
+                }
                 beginResponse(cur, head, context, body: &buf)
             case .length(let remaining):
                 let take = min(remaining, buf.readableBytes)
@@ -1082,6 +1113,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 detachUpstream(cur, reusable: false)
                 phase = .connecting
                 return connectUpstream(cur, cur.target!, reuse: false)
+            }
+            if mayRetryElsewhere(cur), nextReverseServer(cur) {
+                return resendElsewhere(cur, because: "\(cur.target!.hostPort) closed the connection without responding; tried another server")
             }
             let cause = error.map { ": \(Self.describe($0))" } ?? ""
             upstreamFailed(cur, status: 502, "The upstream server \(cur.target!.authority) closed the connection without responding\(cause).")

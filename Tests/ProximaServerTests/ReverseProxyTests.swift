@@ -167,3 +167,40 @@ struct HealthCheckTests {
         }
     }
 }
+
+@Suite("Reverse proxy: retries")
+struct RetryTests {
+    /// Idempotent requests that meet a 503 or a connection closed without an answer are sent to
+    /// another server; a request with a body never is.
+    @Test func idempotentRequestsAreRetriedElsewhere() async throws {
+        let good = try await TestOrigin.start()
+        let busy = try await RawOrigin.start { _ in "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n" }
+        let broken = try await RawOrigin.start { _ in "" }
+        defer {
+            Task {
+                await good.stop()
+                await busy.stop()
+                await broken.stop()
+            }
+        }
+        try await ProxyHarness.withProxy({ c in
+            c.listeners = [ListenerConfig(name: "web", role: .reverse, address: ListenAddress(host: "127.0.0.1", port: 0))]
+            c.access = AccessPolicy(rules: [AccessRule(name: "anyone", action: .allow, clients: [CIDR("0.0.0.0/0")!])])
+            var group = UpstreamGroupConfig(name: "app", servers: [busy.port, broken.port, good.port].map { Backend(host: "127.0.0.1", port: $0) })
+            group.retries = 2
+            group.outlier.consecutiveFailures = 0   // keep the bad servers in the rotation
+            c.upstreams = [group]
+            c.routes = RouteTable([Route(name: "all", action: .upstream("app"))])
+        }) { proxy in
+            let gets = try await ReverseProxyTests.getMany(proxy, 12)
+            #expect(gets.failures == 0 && gets.servedBy == [String(good.port): 12], "\(gets.servedBy)")
+            #expect(busy.requestsSeen >= 4 && broken.requestsSeen >= 4, "the bad servers were tried: \(busy.requestsSeen), \(broken.requestsSeen)")
+            var statuses: [Int] = []
+            for _ in 0..<3 {
+                let r = try #require(try await send(proxy, ["POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"]).replies.first)
+                statuses.append(r.status)
+            }
+            #expect(statuses.sorted() == [200, 502, 503], "\(statuses)")
+        }
+    }
+}
