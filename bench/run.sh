@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds Proxima for release and runs the shared peer benchmark with Proxima's forward proxy as
-# extra rows: proxima-fwd (access log to a file, Squid format) and proxima-nolog (no log, as
-# nginx-rev runs). Usage: bash bench/run.sh   (env as for peers.sh: RUNS, DUR, CONNS, OBJ, ONLY,
+# Builds Proxima for release and runs the shared peer benchmark with Proxima as extra rows:
+# proxima-fwd (forward, access log to a file, Squid format), proxima-nolog (forward, no log, as
+# nginx-rev runs) and proxima-rev (reverse proxy in front of the same origin, no log). Usage: bash bench/run.sh   (env as for peers.sh: RUNS, DUR, CONNS, OBJ, ONLY,
 # INSTALL=1 to apt-get the peers). Results: the table peers.sh prints, ratios by bench/ratios.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ trap 'rm -f "$ROWS"' EXIT
 cat >"$ROWS" <<ROWS
 proxima-fwd fwd 13180 $BIN serve --config $ROOT/bench/forward.yaml
 proxima-nolog fwd 13181 $BIN serve --config $ROOT/bench/forward-nolog.yaml
+proxima-rev rev 13182 $BIN serve --config $ROOT/bench/reverse.yaml
 ROWS
 WORK=${WORK:-$(mktemp -d -t proxybench.XXXXXX)}
 export WORK
