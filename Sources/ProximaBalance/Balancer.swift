@@ -118,62 +118,75 @@ public struct Balancer: Sendable {
     /// The server for a request: among the primaries that `usable` accepts (and that are below
     /// their connection limit), or among the backups when no primary is. nil: none is usable.
     /// `key` is the hashing key (client address, header, cookie or URL), for `.hash` only.
+    /// Nothing is allocated: this runs for every request.
     public mutating func pick(key: String? = nil, now: Double = 0, usable: (Int) -> Bool = { _ in true }) -> Int? {
-        var candidates: [Int] = []
-        for backup in [false, true] {
-            candidates = backends.indices.filter { i in
+        for pass in 0..<2 {
+            let backup = pass == 1
+            let active = self.active
+            let backends = self.backends
+            func ok(_ i: Int) -> Bool {
                 backends[i].backup == backup && usable(i) && (backends[i].maxConnections.map { active[i] < $0 } ?? true)
             }
-            if !candidates.isEmpty { break }
+            var count = 0
+            for i in backends.indices where ok(i) { count += 1 }
+            guard count > 0 else { continue }
+            switch algorithm {
+            case .roundRobin: return smoothRoundRobin(ok)
+            case .leastConnections: return leastConnections(ok)
+            case .p2cEWMA: return powerOfTwo(ok, count: count, now: now)
+            case .hash(_, let method):
+                guard let key else { return smoothRoundRobin(ok) }
+                return method == .ring ? ringLookup(key, ok) : maglevLookup(key, ok)
+            }
         }
-        guard !candidates.isEmpty else { return nil }
-        switch algorithm {
-        case .roundRobin: return smoothRoundRobin(candidates)
-        case .leastConnections: return leastConnections(candidates)
-        case .p2cEWMA: return powerOfTwo(candidates, now: now)
-        case .hash(_, let method):
-            guard let key else { return smoothRoundRobin(candidates) }
-            let allowed = Set(candidates)
-            return method == .ring ? ringLookup(key, allowed) : maglevLookup(key, allowed)
-        }
+        return nil
     }
 
     /// nginx: every candidate gains its weight, the largest wins and pays the total back. Over
     /// a cycle each server is picked weight times, spread out (5,1,1 → a a b a c a a).
-    mutating func smoothRoundRobin(_ candidates: [Int]) -> Int {
+    mutating func smoothRoundRobin(_ ok: (Int) -> Bool) -> Int {
         var total = 0
-        var best = candidates[0]
-        for i in candidates {
+        var best = -1
+        for i in backends.indices where ok(i) {
             current[i] += backends[i].weight
             total += backends[i].weight
-            if current[i] > current[best] { best = i }
+            if best < 0 || current[i] > current[best] { best = i }
         }
         current[best] -= total
         return best
     }
 
     /// The least (active + 1) / weight; ties go round robin so that idle servers share.
-    mutating func leastConnections(_ candidates: [Int]) -> Int {
-        var best: Int?
-        let n = candidates.count
+    mutating func leastConnections(_ ok: (Int) -> Bool) -> Int {
+        var best = -1
+        let n = backends.count
         for k in 0..<n {
-            let i = candidates[(tieStart + k) % n]
-            if let b = best {
-                // (active+1)/weight compared without division.
-                if (active[i] + 1) * backends[b].weight < (active[b] + 1) * backends[i].weight { best = i }
-            } else {
-                best = i
-            }
+            let i = (tieStart + k) % n
+            guard ok(i) else { continue }
+            // (active+1)/weight compared without division.
+            if best < 0 || (active[i] + 1) * backends[best].weight < (active[best] + 1) * backends[i].weight { best = i }
         }
         tieStart = (tieStart + 1) % max(n, 1)
-        return best!
+        return best
     }
 
-    mutating func powerOfTwo(_ candidates: [Int], now: Double) -> Int {
-        guard candidates.count > 1 else { return candidates[0] }
-        let a = candidates[Int(random.next() % UInt64(candidates.count))]
-        var b = candidates[Int(random.next() % UInt64(candidates.count - 1))]
-        if b == a { b = candidates[candidates.count - 1] }
+    /// The `n`-th server that `ok` accepts.
+    func nth(_ n: Int, _ ok: (Int) -> Bool) -> Int {
+        var seen = 0
+        for i in backends.indices where ok(i) {
+            if seen == n { return i }
+            seen += 1
+        }
+        return -1
+    }
+
+    mutating func powerOfTwo(_ ok: (Int) -> Bool, count: Int, now: Double) -> Int {
+        guard count > 1 else { return nth(0, ok) }
+        let first = Int(random.next() % UInt64(count))
+        var second = Int(random.next() % UInt64(count - 1))
+        if second >= first { second += 1 }
+        let a = nth(first, ok)
+        let b = nth(second, ok)
         return cost(a, now: now) <= cost(b, now: now) ? a : b
     }
 
@@ -230,8 +243,8 @@ public struct Balancer: Sendable {
 
     /// The first point at or after the key's hash that belongs to an allowed server: when a
     /// server leaves, only the keys it held move.
-    func ringLookup(_ key: String, _ allowed: Set<Int>) -> Int? {
-        guard !ring.isEmpty else { return allowed.min() }
+    func ringLookup(_ key: String, _ allowed: (Int) -> Bool) -> Int? {
+        guard !ring.isEmpty else { return nth(0, allowed) }
         let h = Self.hash(key)
         var lo = 0
         var hi = ring.count
@@ -241,7 +254,7 @@ public struct Balancer: Sendable {
         }
         for k in 0..<ring.count {
             let server = ring[(lo + k) % ring.count].1
-            if allowed.contains(server) { return server }
+            if allowed(server) { return server }
         }
         return nil
     }
@@ -282,13 +295,33 @@ public struct Balancer: Sendable {
 
     /// The table's entry for the key; when that server is not usable, the key is rehashed (with
     /// a counter) until an allowed one comes up, then any allowed one.
-    func maglevLookup(_ key: String, _ allowed: Set<Int>) -> Int? {
-        guard !maglev.isEmpty else { return allowed.min() }
+    func maglevLookup(_ key: String, _ allowed: (Int) -> Bool) -> Int? {
+        guard !maglev.isEmpty else { return nth(0, allowed) }
         for attempt in 0..<32 {
             let h = Self.hash(attempt == 0 ? key : "\(key)#\(attempt)")
             let server = Int(maglev[Int(h % UInt64(maglev.count))])
-            if allowed.contains(server) { return server }
+            if allowed(server) { return server }
         }
-        return allowed.min()
+        return nth(0, allowed)
     }
+}
+
+/// The servers a request has been tried on: a bit each for the first 64, a set beyond (no
+/// allocation in the common case; this is made for every request).
+public struct ServerSet: Sendable, Equatable {
+    var bits: UInt64 = 0
+    var more: Set<Int> = []
+    public private(set) var count = 0
+
+    public init() {}
+
+    public func contains(_ i: Int) -> Bool { i < 64 ? bits & (1 << UInt64(i)) != 0 : more.contains(i) }
+
+    public mutating func insert(_ i: Int) {
+        guard !contains(i) else { return }
+        if i < 64 { bits |= 1 << UInt64(i) } else { more.insert(i) }
+        count += 1
+    }
+
+    public var isEmpty: Bool { count == 0 }
 }

@@ -91,6 +91,8 @@ public enum HeadWriter {
         case contentLength
         case host
         case xForwardedFor
+        /// X-Forwarded-Proto and -Host: a reverse proxy writes its own.
+        case xForwardedProtoOrHost
         case other
     }
 
@@ -103,8 +105,8 @@ public enum HeadWriter {
         case 10: return eq("connection") || eq("keep-alive") ? .hopByHop : .other
         case 14: return eq("content-length") ? .contentLength : .other
         case 15: return eq("x-forwarded-for") ? .xForwardedFor : .other
-        case 16: return eq("proxy-connection") ? .hopByHop : .other
-        case 17: return eq("transfer-encoding") ? .hopByHop : .other
+        case 16: return eq("proxy-connection") ? .hopByHop : eq("x-forwarded-host") ? .xForwardedProtoOrHost : .other
+        case 17: return eq("transfer-encoding") ? .hopByHop : eq("x-forwarded-proto") ? .xForwardedProtoOrHost : .other
         case 19: return eq("proxy-authorization") ? .proxyAuthorization : .other
         default: return .other
         }
@@ -121,7 +123,7 @@ public enum HeadWriter {
     public static func writeUpstreamRequest(
         _ head: RequestHead, target: RequestTarget, via: String?, forwardedFor: ForwardedForMode,
         clientIP: String, anonymizer: Anonymizer? = nil, crossSite: Bool? = nil, edit: HeaderEdit = HeaderEdit(),
-        host: String? = nil, into out: inout ByteBuffer
+        host: String? = nil, forwardedHost: String? = nil, into out: inout ByteBuffer
     ) {
         if let anonymizer {
             return writeAnonymized(head, target: target, anonymizer: anonymizer, crossSite: crossSite, edit: edit, host: host, into: &out)
@@ -129,7 +131,8 @@ public enum HeadWriter {
         // Everything written is either copied from the received head (at most all of it, plus
         // each X-Forwarded-For value a second time) or one of the strings counted here.
         let bound = 2 * head.bytes.readableBytes + head.method.utf8.count + target.pathAndQuery.utf8.count
-            + (host ?? target.authority).utf8.count + clientIP.utf8.count + (via?.utf8.count ?? 0) + edit.extraBytes + 160
+            + (host ?? target.authority).utf8.count + clientIP.utf8.count + (via?.utf8.count ?? 0) + edit.extraBytes
+            + (forwardedHost?.utf8.count ?? 0) + 200
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
             head.bytes.withUnsafeReadableBytes { src in
                 var w = BoundedWriter(dst)
@@ -141,10 +144,17 @@ public enum HeadWriter {
                     case .xForwardedFor where forwardedFor != .keep:
                         if f.valueLength > 0, !edit.drops(f) { forwarded.append(f) }
                         return false
+                    // A reverse proxy says what the client asked for; a client's own value is not trusted.
+                    case .xForwardedProtoOrHost where forwardedHost != nil: return false
                     default: return !edit.drops(f)
                     }
                 }
                 edit.write(into: &w)
+                if let forwardedHost {
+                    w.append("X-Forwarded-Proto: http\r\nX-Forwarded-Host: ")
+                    w.append(forwardedHost)
+                    w.append("\r\n")
+                }
                 if forwardedFor == .add {
                     w.append("X-Forwarded-For: ")
                     for f in forwarded {
@@ -184,7 +194,7 @@ public enum HeadWriter {
                 copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
                     switch kind {
                     case .hopByHop, .proxyAuthorization, .contentLength, .host, .xForwardedFor: return false
-                    case .other: break
+                    case .xForwardedProtoOrHost, .other: break
                     }
                     if edit.drops(f) { return false }
                     let name = head.name(f).lowercased()

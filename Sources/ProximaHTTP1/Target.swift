@@ -27,6 +27,22 @@ public struct RequestTarget: Sendable, Equatable {
         authority = port == defaultPort && !explicitPort ? bracketedHost : hostPort
     }
 
+    /// The same server with another path (no strings rebuilt: a reverse proxy's targets are
+    /// made once per server).
+    public func with(pathAndQuery: String) -> RequestTarget {
+        RequestTarget(scheme: scheme, host: host, port: port, pathAndQuery: pathAndQuery, explicitPort: explicitPort, authority: authority, hostPort: hostPort)
+    }
+
+    init(scheme: String, host: String, port: Int, pathAndQuery: String, explicitPort: Bool, authority: String, hostPort: String) {
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.pathAndQuery = pathAndQuery
+        self.explicitPort = explicitPort
+        self.authority = authority
+        self.hostPort = hostPort
+    }
+
     public enum Failure: Error, Equatable, Sendable {
         case notAbsolute
         case unsupportedScheme(String)

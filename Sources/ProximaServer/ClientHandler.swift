@@ -131,7 +131,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         let group: UpstreamGroup
         let route: Route
         var server: Int
-        var tried: Set<Int>
+        var tried: ServerSet
         /// The `Host` to send (the client's, or the server's with `host_header: upstream`).
         let hostHeader: String
         let pathAndQuery: String
@@ -423,13 +423,15 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             guard let group = settings.upstreams.byName[name] else {
                 return respondLocally(502, "The route's upstream group '\(name)' does not exist.", result: .none)
             }
-            guard let server = group.pick(key: hashKey(group.config.algorithm, cur, hostValue), tried: []) else {
+            guard let server = group.pick(key: hashKey(group.config.algorithm, cur, hostValue), tried: ServerSet()) else {
                 cur.record.detail = "no usable server in upstream \(name)"
                 return respondLocally(503, "No server of the upstream group '\(name)' is available.", result: .none)
             }
             let pathAndQuery = route.rewrite(head.target)
+            var tried = ServerSet()
+            tried.insert(server)
             cur.reverse = ReverseTarget(
-                group: group, route: route, server: server, tried: [server],
+                group: group, route: route, server: server, tried: tried,
                 hostHeader: route.hostHeader == .keep && !hostValue.isEmpty ? hostValue : group.targets[server].authority,
                 pathAndQuery: pathAndQuery)
             cur.record.result = .miss
@@ -439,8 +441,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func connectReverse(_ cur: Current) {
         guard let r = cur.reverse else { return }
-        let server = r.group.targets[r.server]
-        let target = RequestTarget(scheme: "http", host: server.host, port: server.port, pathAndQuery: r.pathAndQuery, explicitPort: true)
+        let target = r.group.targets[r.server].with(pathAndQuery: r.pathAndQuery)
         cur.target = target
         connectUpstream(cur, target, reuse: true)
     }
@@ -766,15 +767,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var out = conn.channel.allocator.buffer(capacity: cur.head.bytes.readableBytes + 128)
         // Element hiding must read the page: ask for it uncompressed (Privoxy's
         // prevent-compression).
-        var rules = settings.requestHeaderRules
-        if let r = cur.reverse {
-            // What the back-end needs to know of the original request; whatever the client sent
-            // in these fields is replaced, never trusted.
-            rules = [
-                HeaderRule(direction: .request, name: "X-Forwarded-Proto", action: .set("http")),
-                HeaderRule(direction: .request, name: "X-Forwarded-Host", action: .set(cur.head.firstValue("host") ?? r.hostHeader)),
-            ] + rules
-        }
+        let rules = settings.requestHeaderRules
         let edit = rules.isEmpty && cur.cosmetics == nil
             ? HeaderEdit()
             : HeaderEdit(
@@ -789,7 +782,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         HeadWriter.writeUpstreamRequest(
             cur.head, target: cur.target!, via: settings.via, forwardedFor: settings.forwardedFor,
             clientIP: clientText, anonymizer: cur.anonymizer, crossSite: crossSite, edit: edit, host: cur.reverse?.hostHeader,
-            into: &out)
+            forwardedHost: cur.reverse.map { _ in cur.head.firstValue("host") ?? "" }, into: &out)
         conn.channel.write(out, promise: nil)
         upstreamNeedsFlush = true
         cur.requestSentAt = .now()

@@ -29,7 +29,7 @@ final class UpstreamGroup: Sendable {
 
     /// A server for a request, not one of `tried`; nil when none is usable. The first try
     /// deposits into the retry budget, a later one must withdraw from it.
-    func pick(key: String?, tried: Set<Int>) -> Int? {
+    func pick(key: String?, tried: ServerSet) -> Int? {
         let now = Self.now()
         return state.withLock { s in
             if tried.isEmpty {
@@ -55,7 +55,8 @@ final class UpstreamGroup: Sendable {
         let policy = config.outlier
         state.withLock { s in
             s.balancer.finished(i, seconds: seconds, now: now)
-            let ejected = s.health.filter { $0.isEjected(now: now) }.count
+            var ejected = 0
+            for h in s.health where h.isEjected(now: now) { ejected += 1 }
             let mayEject = (ejected + 1) * 100 <= policy.maxEjectedPercent * s.health.count
             _ = s.health[i].served(ok: ok, now: now, policy: policy, mayEject: mayEject)
         }
