@@ -93,6 +93,8 @@ public enum HeadWriter {
         case xForwardedFor
         /// X-Forwarded-Proto and -Host: a reverse proxy writes its own.
         case xForwardedProtoOrHost
+        /// A reverse proxy passes on the request id it logs.
+        case xRequestID
         case other
     }
 
@@ -103,6 +105,7 @@ public enum HeadWriter {
         case 4: return eq("host") ? .host : .other
         case 7: return eq("trailer") || eq("upgrade") ? .hopByHop : .other
         case 10: return eq("connection") || eq("keep-alive") ? .hopByHop : .other
+        case 12: return eq("x-request-id") ? .xRequestID : .other
         case 14: return eq("content-length") ? .contentLength : .other
         case 15: return eq("x-forwarded-for") ? .xForwardedFor : .other
         case 16: return eq("proxy-connection") ? .hopByHop : eq("x-forwarded-host") ? .xForwardedProtoOrHost : .other
@@ -123,7 +126,7 @@ public enum HeadWriter {
     public static func writeUpstreamRequest(
         _ head: RequestHead, target: RequestTarget, via: String?, forwardedFor: ForwardedForMode,
         clientIP: String, anonymizer: Anonymizer? = nil, crossSite: Bool? = nil, edit: HeaderEdit = HeaderEdit(),
-        host: String? = nil, forwardedHost: String? = nil, into out: inout ByteBuffer
+        host: String? = nil, forwardedHost: String? = nil, requestID: String? = nil, into out: inout ByteBuffer
     ) {
         if let anonymizer {
             return writeAnonymized(head, target: target, anonymizer: anonymizer, crossSite: crossSite, edit: edit, host: host, into: &out)
@@ -132,7 +135,7 @@ public enum HeadWriter {
         // each X-Forwarded-For value a second time) or one of the strings counted here.
         let bound = 2 * head.bytes.readableBytes + head.method.utf8.count + target.pathAndQuery.utf8.count
             + (host ?? target.authority).utf8.count + clientIP.utf8.count + (via?.utf8.count ?? 0) + edit.extraBytes
-            + (forwardedHost?.utf8.count ?? 0) + 200
+            + (forwardedHost?.utf8.count ?? 0) + (requestID?.utf8.count ?? 0) + 220
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
             head.bytes.withUnsafeReadableBytes { src in
                 var w = BoundedWriter(dst)
@@ -146,6 +149,7 @@ public enum HeadWriter {
                         return false
                     // A reverse proxy says what the client asked for; a client's own value is not trusted.
                     case .xForwardedProtoOrHost where forwardedHost != nil: return false
+                    case .xRequestID where requestID != nil: return false
                     default: return !edit.drops(f)
                     }
                 }
@@ -153,6 +157,11 @@ public enum HeadWriter {
                 if let forwardedHost {
                     w.append("X-Forwarded-Proto: http\r\nX-Forwarded-Host: ")
                     w.append(forwardedHost)
+                    w.append("\r\n")
+                }
+                if let requestID {
+                    w.append("X-Request-ID: ")
+                    w.append(requestID)
                     w.append("\r\n")
                 }
                 if forwardedFor == .add {
@@ -194,7 +203,7 @@ public enum HeadWriter {
                 copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
                     switch kind {
                     case .hopByHop, .proxyAuthorization, .contentLength, .host, .xForwardedFor: return false
-                    case .xForwardedProtoOrHost, .other: break
+                    case .xForwardedProtoOrHost, .xRequestID, .other: break
                     }
                     if edit.drops(f) { return false }
                     let name = head.name(f).lowercased()

@@ -782,7 +782,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         HeadWriter.writeUpstreamRequest(
             cur.head, target: cur.target!, via: settings.via, forwardedFor: settings.forwardedFor,
             clientIP: clientText, anonymizer: cur.anonymizer, crossSite: crossSite, edit: edit, host: cur.reverse?.hostHeader,
-            forwardedHost: cur.reverse.map { _ in cur.head.firstValue("host") ?? "" }, into: &out)
+            forwardedHost: cur.reverse.map { _ in cur.head.firstValue("host") ?? "" },
+            // The back-end gets the id the log shows: the client's when acceptable, else a new one.
+            requestID: cur.reverse.map { _ in cur.requestID }, into: &out)
         conn.channel.write(out, promise: nil)
         upstreamNeedsFlush = true
         cur.requestSentAt = .now()

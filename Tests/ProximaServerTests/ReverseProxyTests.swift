@@ -68,6 +68,14 @@ struct ReverseProxyTests {
             #expect(seen.contains("host: api.example\n") && seen.contains("x-forwarded-host: api.example\n"))
             #expect(seen.contains("x-forwarded-proto: http\n") && !seen.contains("evil") && seen.contains("x-forwarded-for: 127.0.0.1"))
             #expect(try await ask("shop.example", "/bytes/5").body == "abcde")
+            // The request id: the client's kept when acceptable, else one is made; the log has it.
+            let kept = try await ask("www.example", "/headers", "X-Request-ID: abc-123\r\n")
+            #expect(kept.body.lowercased().components(separatedBy: "x-request-id:").count == 2 && kept.body.contains("abc-123"))
+            let made = try await ask("www.example", "/headers", "X-Request-ID: bad\"id\r\n")
+            let madeID = made.body.lowercased().components(separatedBy: "x-request-id: ").dropFirst().first?.prefix { $0 != "\n" } ?? ""
+            #expect(!madeID.isEmpty && !made.body.contains("bad\"id"), "\(made.body)")
+            let ids = jsonRecords(await proxy.waitForAccessLog(count: 6)).compactMap { $0["request_id"] as? String }
+            #expect(ids.contains("abc-123") && ids.contains(String(madeID)), "\(ids)")
             let none = try await ask("unknown.test", "/x")
             #expect(none.status == 404 && none.body.contains("No route"))
             // Absolute-form requests are for forward proxies.
