@@ -51,6 +51,10 @@ public struct Route: Sendable, Equatable {
     /// (`/api/` → `/`: strip). nil: the path is passed as it is.
     public var replacePrefix: String?
     public var hostHeader: HostHeader = .keep
+    /// Longest silence from the back-end for this route, seconds (nil: `timeouts.upstream_response`).
+    public var timeout: Double?
+    /// Largest request body for this route, bytes (nil: `limits.request_body`).
+    public var maxBody: Int?
 
     public init(name: String, action: Action) {
         self.name = name

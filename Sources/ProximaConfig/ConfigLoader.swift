@@ -290,8 +290,9 @@ final class NodeReader {
                     }
                 }
             case "limits":
-                mapping(node, path, keys: ["request_line", "headers", "max_connections"]) { k, n, p in
+                mapping(node, path, keys: ["request_line", "headers", "max_connections", "request_body"]) { k, n, p in
                     switch k {
+                    case "request_body": if let v = size(n, p) { c.limits.requestBody = v }
                     case "request_line": if let v = size(n, p) { c.limits.requestLine = v }
                     case "headers": if let v = size(n, p) { c.limits.headers = v }
                     default: if let v = int(n, p, in: 1...1_000_000) { c.limits.maxConnections = v }
@@ -504,9 +505,14 @@ final class NodeReader {
             var paths = 0
             mapping(item, p, keys: [
                 "name", "hosts", "path_prefix", "path_exact", "path_regex", "methods", "upstream", "redirect", "respond",
-                "replace_prefix", "host_header",
+                "replace_prefix", "host_header", "timeout", "max_body",
             ]) { k, n, kp in
                 switch k {
+                case "timeout":
+                    if let v = duration(n, kp) {
+                        if v.nanoseconds <= 0 { fail(kp, n, "must be longer than 0") } else { route.timeout = Double(v.nanoseconds) / 1e9 }
+                    }
+                case "max_body": if let v = size(n, kp) { route.maxBody = v.bytes }
                 case "name": if let v = string(n, kp) { route.name = v }
                 case "hosts": route.hosts = stringList(n, kp).map { $0.0.lowercased() }
                 case "path_prefix", "path_exact":

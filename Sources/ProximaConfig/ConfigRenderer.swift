@@ -51,6 +51,7 @@ extension ProximaConfiguration {
         out += "proxy:\n  via: \(proxy.via)\n  via_name: \(quoted(proxy.viaName))\n  forwarded_for: \(proxy.forwardedFor.rawValue)\n  anonymize: \(proxy.anonymize)\n"
         if let ua = proxy.userAgent { out += "  user_agent: \(quoted(ua))\n" }
         out += "limits:\n  request_line: \(limits.requestLine)\n  headers: \(limits.headers)\n  max_connections: \(limits.maxConnections)\n"
+        if let b = limits.requestBody { out += "  request_body: \(b)\n" }
         out += "timeouts:\n  client_header: \(timeouts.clientHeader)\n  idle: \(timeouts.idle)\n"
         out += "  upstream_connect: \(timeouts.upstreamConnect)\n  upstream_response: \(timeouts.upstreamResponse)\n"
         out += "  tunnel_idle: \(timeouts.tunnelIdle)\n  drain: \(timeouts.drain)\n"
@@ -128,6 +129,8 @@ extension ProximaConfiguration {
                 }
                 if let rp = r.replacePrefix { out += "    replace_prefix: \(quoted(rp))\n" }
                 out += "    host_header: \(r.hostHeader.rawValue)\n"
+                if let t = r.timeout { out += "    timeout: \(TimeSpan.milliseconds(Int64((t * 1000).rounded())))\n" }
+                if let b = r.maxBody { out += "    max_body: \(ByteSize(bytes: b))\n" }
             }
         }
         out += "filtering:\n  element_hiding: \(filtering.elementHiding)\n  public_suffix_list: \(quoted(filtering.publicSuffixList ?? ""))\n"

@@ -115,6 +115,8 @@ public struct LimitsConfig: Sendable, Equatable {
     public var headers = ByteSize(bytes: 64 * 1024)
     /// Open client connections per listener; beyond it new connections are closed at once.
     public var maxConnections = 10_000
+    /// Largest request body (413 beyond); nil: no limit (a forward proxy carries uploads).
+    public var requestBody: ByteSize?
     public init() {}
 }
 

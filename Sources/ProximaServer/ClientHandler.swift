@@ -76,6 +76,11 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         /// anew (chunked, or until close for HTTP/1.0 clients).
         var hiding: ElementHidingStream?
         var hidingChunked = false
+        /// The body limit and upstream silence allowed for this request (a route may set its own).
+        var maxBody: Int?
+        var responseTimeout: TimeAmount = .seconds(60)
+        /// Body bytes received so far (for the limit on chunked bodies).
+        var bodyReceived = 0
         /// For a reverse listener: the group, the server being tried and those tried before.
         var reverse: ReverseTarget?
         /// When the request head went upstream, and how long its response head took.
@@ -336,6 +341,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             cur.record.referer = head.firstValue("referer")
         }
         if quiescing { cur.clientKeepAlive = false }
+        cur.maxBody = settings.maxRequestBody
+        cur.responseTimeout = settings.responseTimeout
         current = cur
         phase = .connecting
 
@@ -357,6 +364,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
 
         if isReverse { return startReverse(cur, head) }
+        if bodyTooLarge(cur) { return }
 
         if head.target.hasPrefix("/") || head.target == "*" {
             return respondLocally(
@@ -400,6 +408,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             cur.record.detail = "no route"
             return respondLocally(404, "No route for \(hostValue.isEmpty ? "this host" : hostValue)\(head.target.prefix { $0 != "?" }).", result: .none)
         }
+        if let limit = route.maxBody { cur.maxBody = limit }
+        if let t = route.timeout { cur.responseTimeout = .nanoseconds(Int64(t * 1e9)) }
+        if bodyTooLarge(cur) { return }
         if let ip = clientIP {
             let request = AccessRequest(client: ip, method: head.method, host: host, port: 80, url: "http://\(hostValue)\(head.target)", scheme: "http", time: cur.record.startSeconds)
             let decision = settings.policy.evaluate(request, headers: RequestHeaders(current: cur))
@@ -461,6 +472,15 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             }
             return nil
         }
+    }
+
+    /// A body announced larger than the limit is refused before anything goes upstream (413;
+    /// the connection closes, as the body would have to be read to find the next request).
+    private func bodyTooLarge(_ cur: Current) -> Bool {
+        guard let limit = cur.maxBody, case .length(let n) = cur.head.framing, n > limit else { return false }
+        cur.record.detail = "request body of \(n) bytes over the limit of \(limit)"
+        respondLocally(413, "The request body (\(n) bytes) is larger than this server accepts (\(limit) bytes).", result: .none)
+        return true
     }
 
     /// Reports how the request to the current server ended (once): latency for the balancer,
@@ -791,7 +811,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         phase = .forwarding
         forwardRequestBody()
         flushUpstream()
-        ensureTimer(at: .now() + settings.responseTimeout)
+        ensureTimer(at: .now() + cur.responseTimeout)
         resumeReadingIfNeeded()
     }
 
@@ -822,6 +842,18 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 cur.record.detail = "bad chunked request body: \(error)"
                 if !cur.responseStarted {
                     return respondLocally(400, "The chunked request body is malformed.", result: .none)
+                }
+                return abortExchange()
+            }
+            cur.bodyReceived += consumed
+            if let limit = cur.maxBody, cur.bodyReceived > limit + 4096 {
+                // Chunk framing counts too, hence the allowance; the body is cut off here.
+                cur.upstreamReusable = false
+                inbound = nil
+                cur.record.detail = "chunked request body over the limit of \(limit) bytes"
+                if !cur.responseStarted {
+                    detachUpstream(cur, reusable: false)
+                    return respondLocally(413, "The request body is larger than this server accepts (\(limit) bytes).", result: .none)
                 }
                 return abortExchange()
             }
@@ -1355,10 +1387,11 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             ensureTimer(at: now + settings.connectTimeout)
         case .forwarding:
             guard let cur = current else { return }
-            let due = cur.lastUpstreamActivity + settings.responseTimeout
+            let due = cur.lastUpstreamActivity + cur.responseTimeout
             if now >= due {
-                let secs = settings.responseTimeout.nanoseconds / 1_000_000_000
-                upstreamFailed(cur, status: 504, "The upstream server \(cur.target!.authority) did not respond within \(secs)s.")
+                let secs = Double(cur.responseTimeout.nanoseconds) / 1e9
+                let shown = secs == secs.rounded() ? String(Int(secs)) : String(secs)
+                upstreamFailed(cur, status: 504, "The upstream server \(cur.target!.authority) did not respond within \(shown)s.")
             } else {
                 ensureTimer(at: due)
             }
