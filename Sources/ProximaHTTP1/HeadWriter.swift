@@ -86,6 +86,8 @@ public enum HeadWriter {
         /// connection, proxy-connection, keep-alive, te, trailer, upgrade, transfer-encoding: never
         /// forwarded (framing is written anew).
         case hopByHop
+        /// `Upgrade`: hop-by-hop, except on a protocol switch a reverse proxy passes on.
+        case upgrade
         /// Credentials for this proxy: removed from requests; means nothing in a response.
         case proxyAuthorization
         case contentLength
@@ -103,7 +105,7 @@ public enum HeadWriter {
         switch f.nameLength {
         case 2: return eq("te") ? .hopByHop : .other
         case 4: return eq("host") ? .host : .other
-        case 7: return eq("trailer") || eq("upgrade") ? .hopByHop : .other
+        case 7: return eq("trailer") ? .hopByHop : eq("upgrade") ? .upgrade : .other
         case 10: return eq("connection") || eq("keep-alive") ? .hopByHop : .other
         case 12: return eq("x-request-id") ? .xRequestID : .other
         case 14: return eq("content-length") ? .contentLength : .other
@@ -126,7 +128,8 @@ public enum HeadWriter {
     public static func writeUpstreamRequest(
         _ head: RequestHead, target: RequestTarget, via: String?, forwardedFor: ForwardedForMode,
         clientIP: String, anonymizer: Anonymizer? = nil, crossSite: Bool? = nil, edit: HeaderEdit = HeaderEdit(),
-        host: String? = nil, forwardedHost: String? = nil, requestID: String? = nil, into out: inout ByteBuffer
+        host: String? = nil, forwardedHost: String? = nil, requestID: String? = nil, upgrade: Bool = false,
+        into out: inout ByteBuffer
     ) {
         if let anonymizer {
             return writeAnonymized(head, target: target, anonymizer: anonymizer, crossSite: crossSite, edit: edit, host: host, into: &out)
@@ -144,6 +147,7 @@ public enum HeadWriter {
                 copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
                     switch kind {
                     case .hopByHop, .proxyAuthorization, .contentLength, .host: return false
+                    case .upgrade: return upgrade
                     case .xForwardedFor where forwardedFor != .keep:
                         if f.valueLength > 0, !edit.drops(f) { forwarded.append(f) }
                         return false
@@ -164,6 +168,7 @@ public enum HeadWriter {
                     w.append(requestID)
                     w.append("\r\n")
                 }
+                if upgrade { w.append("Connection: Upgrade\r\n") }
                 if forwardedFor == .add {
                     w.append("X-Forwarded-For: ")
                     for f in forwarded {
@@ -202,7 +207,7 @@ public enum HeadWriter {
                 writeRequestLine(head, target: target, host: host, into: &w)
                 copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
                     switch kind {
-                    case .hopByHop, .proxyAuthorization, .contentLength, .host, .xForwardedFor: return false
+                    case .hopByHop, .upgrade, .proxyAuthorization, .contentLength, .host, .xForwardedFor: return false
                     case .xForwardedProtoOrHost, .xRequestID, .other: break
                     }
                     if edit.drops(f) { return false }
@@ -266,7 +271,7 @@ public enum HeadWriter {
     /// Writes the response head sent to the client.
     public static func writeClientResponse(
         _ head: ResponseHead, framing: ClientFraming, via: String?, connection: ConnectionHeader,
-        edit: HeaderEdit = HeaderEdit(), into out: inout ByteBuffer
+        edit: HeaderEdit = HeaderEdit(), upgrade: Bool = false, into out: inout ByteBuffer
     ) {
         let bound = head.bytes.readableBytes + (via?.utf8.count ?? 0) + edit.extraBytes + 128
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
@@ -283,6 +288,7 @@ public enum HeadWriter {
                 copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
                     switch kind {
                     case .hopByHop: return false
+                    case .upgrade: return upgrade
                     case .contentLength: return framing == .none
                     default: return !edit.drops(f)
                     }
@@ -290,6 +296,7 @@ public enum HeadWriter {
                 edit.write(into: &w)
                 if let via { writeVia(via, receivedWith: head.version, into: &w) }
                 writeFraming(framing, into: &w)
+                if upgrade { w.append("Connection: Upgrade\r\n") }
                 switch connection {
                 case .none: break
                 case .close: w.append("Connection: close\r\n")
@@ -332,7 +339,9 @@ public enum HeadWriter {
         var runStart = -1
         var runEnd = -1
         for f in fields {
-            guard keep(f, classify(bytes, f)), !isListed(bytes, f, in: connection) else {
+            let kind = classify(bytes, f)
+            // `Connection: Upgrade` names the Upgrade field; it still goes on when a switch is passed on.
+            guard keep(f, kind), kind == .upgrade || !isListed(bytes, f, in: connection) else {
                 if runStart >= 0 { w.append(UnsafeRawBufferPointer(rebasing: src[runStart..<runEnd])) }
                 runStart = -1
                 continue

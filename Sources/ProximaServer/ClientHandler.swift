@@ -81,6 +81,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var responseTimeout: TimeAmount = .seconds(60)
         /// Body bytes received so far (for the limit on chunked bodies).
         var bodyReceived = 0
+        /// A reverse request asking to switch protocols (WebSocket): passed on, and a `101`
+        /// turns the connection into a tunnel.
+        var upgradeRequested = false
         /// For a reverse listener: the group, the server being tried and those tried before.
         var reverse: ReverseTarget?
         /// When the request head went upstream, and how long its response head took.
@@ -439,6 +442,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 return respondLocally(503, "No server of the upstream group '\(name)' is available.", result: .none)
             }
             let pathAndQuery = route.rewrite(head.target)
+            cur.upgradeRequested = head.version == .http11 && head.firstValue("upgrade") != nil
+                && head.connection.others.contains { $0.lowercased() == "upgrade" }
             var tried = ServerSet()
             tried.insert(server)
             cur.reverse = ReverseTarget(
@@ -804,7 +809,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             clientIP: clientText, anonymizer: cur.anonymizer, crossSite: crossSite, edit: edit, host: cur.reverse?.hostHeader,
             forwardedHost: cur.reverse.map { _ in cur.head.firstValue("host") ?? "" },
             // The back-end gets the id the log shows: the client's when acceptable, else a new one.
-            requestID: cur.reverse.map { _ in cur.requestID }, into: &out)
+            requestID: cur.reverse.map { _ in cur.requestID }, upgrade: cur.upgradeRequested, into: &out)
         conn.channel.write(out, promise: nil)
         upstreamNeedsFlush = true
         cur.requestSentAt = .now()
@@ -914,6 +919,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 headBuf.moveReaderIndex(forwardBy: consumed)
                 buf = headBuf
                 if head.isInterim {
+                    if head.status == 101, cur.upgradeRequested {
+                        return switchProtocols(cur, head, context, rest: buf)
+                    }
                     if head.status == 101 {
                         return upstreamFailed(cur, status: 502, "The upstream server switched protocols without being asked to.")
                     }
@@ -976,6 +984,28 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             }
             if case .done = cur.response { return responseComplete(cur) }
         }
+    }
+
+    /// `101 Switching Protocols` to an upgrade the client asked for: the answer goes to the client
+    /// and from then on bytes are relayed both ways as in a CONNECT tunnel (with its idle timeout).
+    private func switchProtocols(_ cur: Current, _ head: ResponseHead, _ context: ChannelHandlerContext, rest: ByteBuffer) {
+        var out = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 64)
+        HeadWriter.writeClientResponse(head, framing: .none, via: settings.via, connection: .none, upgrade: true, into: &out)
+        cur.record.status = 101
+        cur.record.bytesOut += out.readableBytes + rest.readableBytes
+        cur.responseStarted = true
+        cur.upstreamReusable = false
+        context.write(wrapOutboundOut(out), promise: nil)
+        if rest.readableBytes > 0 { context.write(wrapOutboundOut(rest), promise: nil) }
+        context.flush()
+        phase = .tunnel
+        cur.tunnelCounted = true
+        metrics.tunnels.increment()
+        metrics.openTunnels.wrappingIncrement(ordering: .relaxed)
+        ensureTimer(at: .now() + settings.tunnelIdleTimeout)
+        processInbound()
+        flushUpstream()
+        if inputClosed { clientInputClosed() }
     }
 
     /// Response body bytes to the client: as they are, or through element hiding (which inserts

@@ -1,5 +1,7 @@
 import Foundation
 import NIOCore
+import NIOPosix
+import Synchronization
 import ProximaBalance
 import ProximaConfig
 import ProximaPolicy
@@ -255,6 +257,68 @@ struct LimitTests {
             // Other routes keep the global limits: this one waits for the slow answer.
             let patient = try #require(try await send(proxy, ["GET /other HTTP/1.1\r\nHost: a\r\n\r\n"]).replies.first)
             #expect(patient.status == 200 && patient.body == "ok")
+        }
+    }
+}
+
+/// The request head the back-end saw.
+final class SeenHead: Sendable {
+    let text = Mutex("")
+}
+
+/// A back-end that answers an Upgrade with `101` and then echoes every byte (what a WebSocket
+/// echo server does at the TCP level; the proxy only relays bytes after the switch).
+final class UpgradeEchoHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    var switched = false
+    var head = ""
+    let sawHead: SeenHead
+
+    init(sawHead: SeenHead) { self.sawHead = sawHead }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if switched { return context.writeAndFlush(wrapOutboundOut(bytes), promise: nil) }
+        head += bytes.readString(length: bytes.readableBytes) ?? ""
+        guard let end = head.range(of: "\r\n\r\n") else { return }
+        sawHead.text.withLock { $0 = String(head[..<end.lowerBound]) }
+        let early = String(head[end.upperBound...])
+        switched = true
+        var out = ByteBuffer(string: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: test\r\n\r\n")
+        out.writeString(early)
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+    }
+}
+
+@Suite("Reverse proxy: protocol upgrades (WebSocket)")
+struct UpgradeTests {
+    @Test func upgradesArePassedOnAndBytesFlowBothWays() async throws {
+        let sawHead = SeenHead()
+        let echo = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UpgradeEchoHandler(sawHead: sawHead)) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { echo.close(promise: nil) }
+        try await ProxyHarness.withProxy({ c in
+            c.listeners = [ListenerConfig(name: "web", role: .reverse, address: ListenAddress(host: "127.0.0.1", port: 0))]
+            c.access = AccessPolicy(rules: [AccessRule(name: "anyone", action: .allow, clients: [CIDR("0.0.0.0/0")!])])
+            c.upstreams = [UpstreamGroupConfig(name: "ws", servers: [Backend(host: "127.0.0.1", port: echo.localAddress!.port!)])]
+            c.routes = RouteTable([Route(name: "ws", action: .upstream("ws"))])
+        }) { proxy in
+            // After the handshake the proxy relays bytes without looking at them; the client's
+            // first bytes may even come with the handshake (sent before the 101 arrives).
+            let handshake = "GET /chat HTTP/1.1\r\nHost: app.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            let payload = "early-bytes|second-message"
+            let reply = try await RawClient.exchange(
+                port: proxy.port, send: [handshake + "early-bytes|", "second-message"], timeout: .seconds(10),
+                until: { $0.hasSuffix(payload) })
+            #expect(reply.text.hasPrefix("HTTP/1.1 101 Switching Protocols\r\n"), "\(reply.text)")
+            #expect(reply.text.lowercased().contains("upgrade: websocket") && reply.text.lowercased().contains("connection: upgrade"))
+            #expect(reply.text.hasSuffix("\r\n\r\n" + payload), "the bytes come back through the tunnel: \(reply.text)")
+            let seen = sawHead.text.withLock { $0 }.lowercased()
+            #expect(seen.contains("upgrade: websocket") && seen.contains("connection: upgrade") && seen.contains("sec-websocket-key"), "\(seen)")
         }
     }
 }
