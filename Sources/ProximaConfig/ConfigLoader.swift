@@ -270,8 +270,15 @@ final class NodeReader {
                     c.connect.allowedPorts = ports
                 }
             case "proxy":
-                mapping(node, path, keys: ["via", "via_name", "forwarded_for", "anonymize", "user_agent"]) { k, n, p in
+                mapping(node, path, keys: ["via", "via_name", "forwarded_for", "anonymize", "user_agent", "trusted_proxies", "forwarded"]) { k, n, p in
                     switch k {
+                    case "forwarded": if let v = bool(n, p) { c.proxy.forwarded = v }
+                    case "trusted_proxies":
+                        c.proxy.trustedProxies = stringList(n, p).compactMap { s, sn, sp in
+                            if let cidr = CIDR(s) { return cidr }
+                            fail(sp, sn, "'\(s)' is not an IP address or CIDR network")
+                            return nil
+                        }
                     case "anonymize": if let v = bool(n, p) { c.proxy.anonymize = v }
                     case "user_agent":
                         if let v = string(n, p) {

@@ -50,6 +50,8 @@ extension ProximaConfiguration {
         out += "connect:\n  allowed_ports: \(list(connect.allowedPorts.sorted().map(String.init)))\n"
         out += "proxy:\n  via: \(proxy.via)\n  via_name: \(quoted(proxy.viaName))\n  forwarded_for: \(proxy.forwardedFor.rawValue)\n  anonymize: \(proxy.anonymize)\n"
         if let ua = proxy.userAgent { out += "  user_agent: \(quoted(ua))\n" }
+        out += "  forwarded: \(proxy.forwarded)\n"
+        if !proxy.trustedProxies.isEmpty { out += "  trusted_proxies: \(list(proxy.trustedProxies.map { quoted($0.description) }))\n" }
         out += "limits:\n  request_line: \(limits.requestLine)\n  headers: \(limits.headers)\n  max_connections: \(limits.maxConnections)\n"
         if let b = limits.requestBody { out += "  request_body: \(b)\n" }
         out += "timeouts:\n  client_header: \(timeouts.clientHeader)\n  idle: \(timeouts.idle)\n"

@@ -103,6 +103,11 @@ public struct ProxyHeadersConfig: Sendable, Equatable {
     /// instances on different hosts do not mistake each other for a loop.
     public var viaName = defaultViaName()
     public var forwardedFor: ForwardedForMode = .add
+    /// Clients whose `X-Forwarded-For` (and `Forwarded`) a reverse listener passes on (load
+    /// balancers and CDNs in front of it); from anyone else those fields are replaced.
+    public var trustedProxies: [CIDR] = []
+    /// Add an RFC 7239 `Forwarded` field (`for`, `host`, `proto`) on reverse listeners.
+    public var forwarded = false
     /// The privacy profile for every listener that does not say otherwise.
     public var anonymize = false
     /// The User-Agent sent when anonymizing (default: a widespread browser's).

@@ -97,6 +97,8 @@ public enum HeadWriter {
         case xForwardedProtoOrHost
         /// A reverse proxy passes on the request id it logs.
         case xRequestID
+        /// RFC 7239 `Forwarded`.
+        case forwarded
         case other
     }
 
@@ -106,6 +108,7 @@ public enum HeadWriter {
         case 2: return eq("te") ? .hopByHop : .other
         case 4: return eq("host") ? .host : .other
         case 7: return eq("trailer") ? .hopByHop : eq("upgrade") ? .upgrade : .other
+        case 9: return eq("forwarded") ? .forwarded : .other
         case 10: return eq("connection") || eq("keep-alive") ? .hopByHop : .other
         case 12: return eq("x-request-id") ? .xRequestID : .other
         case 14: return eq("content-length") ? .contentLength : .other
@@ -129,7 +132,7 @@ public enum HeadWriter {
         _ head: RequestHead, target: RequestTarget, via: String?, forwardedFor: ForwardedForMode,
         clientIP: String, anonymizer: Anonymizer? = nil, crossSite: Bool? = nil, edit: HeaderEdit = HeaderEdit(),
         host: String? = nil, forwardedHost: String? = nil, requestID: String? = nil, upgrade: Bool = false,
-        into out: inout ByteBuffer
+        trustsClientForwarding: Bool = true, forwardedField: String? = nil, into out: inout ByteBuffer
     ) {
         if let anonymizer {
             return writeAnonymized(head, target: target, anonymizer: anonymizer, crossSite: crossSite, edit: edit, host: host, into: &out)
@@ -138,7 +141,7 @@ public enum HeadWriter {
         // each X-Forwarded-For value a second time) or one of the strings counted here.
         let bound = 2 * head.bytes.readableBytes + head.method.utf8.count + target.pathAndQuery.utf8.count
             + (host ?? target.authority).utf8.count + clientIP.utf8.count + (via?.utf8.count ?? 0) + edit.extraBytes
-            + (forwardedHost?.utf8.count ?? 0) + (requestID?.utf8.count ?? 0) + 220
+            + (forwardedHost?.utf8.count ?? 0) + (requestID?.utf8.count ?? 0) + (forwardedField?.utf8.count ?? 0) + 240
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
             head.bytes.withUnsafeReadableBytes { src in
                 var w = BoundedWriter(dst)
@@ -148,9 +151,12 @@ public enum HeadWriter {
                     switch kind {
                     case .hopByHop, .proxyAuthorization, .contentLength, .host: return false
                     case .upgrade: return upgrade
-                    case .xForwardedFor where forwardedFor != .keep:
-                        if f.valueLength > 0, !edit.drops(f) { forwarded.append(f) }
+                    case .xForwardedFor where forwardedFor != .keep || !trustsClientForwarding:
+                        // From a client that is not a trusted proxy, the chain is not passed on.
+                        if f.valueLength > 0, !edit.drops(f), trustsClientForwarding { forwarded.append(f) }
                         return false
+                    // A trusted proxy's Forwarded stays, ours follows it (a list across field lines).
+                    case .forwarded where !trustsClientForwarding: return false
                     // A reverse proxy says what the client asked for; a client's own value is not trusted.
                     case .xForwardedProtoOrHost where forwardedHost != nil: return false
                     case .xRequestID where requestID != nil: return false
@@ -166,6 +172,11 @@ public enum HeadWriter {
                 if let requestID {
                     w.append("X-Request-ID: ")
                     w.append(requestID)
+                    w.append("\r\n")
+                }
+                if let forwardedField {
+                    w.append("Forwarded: ")
+                    w.append(forwardedField)
                     w.append("\r\n")
                 }
                 if upgrade { w.append("Connection: Upgrade\r\n") }
@@ -208,7 +219,7 @@ public enum HeadWriter {
                 copyFields(of: head.bytes, src, head.fields, connection: head.connection, into: &w) { f, kind in
                     switch kind {
                     case .hopByHop, .upgrade, .proxyAuthorization, .contentLength, .host, .xForwardedFor: return false
-                    case .xForwardedProtoOrHost, .xRequestID, .other: break
+                    case .xForwardedProtoOrHost, .xRequestID, .forwarded, .other: break
                     }
                     if edit.drops(f) { return false }
                     let name = head.name(f).lowercased()

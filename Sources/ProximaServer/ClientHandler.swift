@@ -538,6 +538,30 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         connectReverse(cur)
     }
 
+    /// Whether the client is one of `proxy.trusted_proxies` (a load balancer in front).
+    private var clientIsTrustedProxy: Bool {
+        guard let ip = clientIP, !settings.trustedProxies.isEmpty else { return false }
+        return settings.trustedProxies.contains { $0.contains(ip) }
+    }
+
+    /// This hop's RFC 7239 element: `for`, `host`, `proto` (IPv6 and any value with a colon
+    /// quoted, as the RFC's grammar requires).
+    private func forwardedElement(_ cur: Current) -> String {
+        func value(_ v: String) -> String {
+            v.utf8.allSatisfy { isTokenByte($0) } ? v : "\"" + v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        let client = clientIP.map { ip -> String in
+            let text = "\(ip)"
+            return text.contains(":") ? "\"[\(text)]\"" : text
+        } ?? "unknown"
+        let host = cur.head.firstValue("host") ?? ""
+        return "for=\(client);host=\(value(host));proto=http"
+    }
+
+    private func isTokenByte(_ b: UInt8) -> Bool {
+        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || "!#$%&'*+-.^_`|~".utf8.contains(b)
+    }
+
     static func hostWithoutPort(_ value: String) -> String {
         let v = value.lowercased()
         if v.hasPrefix("[") { return String(v.dropFirst().prefix { $0 != "]" }) }
@@ -809,7 +833,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             clientIP: clientText, anonymizer: cur.anonymizer, crossSite: crossSite, edit: edit, host: cur.reverse?.hostHeader,
             forwardedHost: cur.reverse.map { _ in cur.head.firstValue("host") ?? "" },
             // The back-end gets the id the log shows: the client's when acceptable, else a new one.
-            requestID: cur.reverse.map { _ in cur.requestID }, upgrade: cur.upgradeRequested, into: &out)
+            requestID: cur.reverse.map { _ in cur.requestID }, upgrade: cur.upgradeRequested,
+            trustsClientForwarding: cur.reverse == nil || clientIsTrustedProxy,
+            forwardedField: cur.reverse != nil && settings.addsForwarded ? forwardedElement(cur) : nil, into: &out)
         conn.channel.write(out, promise: nil)
         upstreamNeedsFlush = true
         cur.requestSentAt = .now()

@@ -55,6 +55,8 @@ final class RuntimeSettings: Sendable {
     let responseHeaderRules: [HeaderRule]
     let pages: PageTemplates
     let routes: RouteTable
+    let trustedProxies: [CIDR]
+    let addsForwarded: Bool
     /// `limits.request_body` in bytes (nil: none).
     let maxRequestBody: Int?
     let upstreams: UpstreamGroups
@@ -75,6 +77,8 @@ final class RuntimeSettings: Sendable {
         self.responseHeaderRules = config.headerRules.filter { $0.direction == .response }
         self.pages = config.pages
         self.routes = config.routes
+        self.trustedProxies = config.proxy.trustedProxies
+        self.addsForwarded = config.proxy.forwarded
         self.maxRequestBody = config.limits.requestBody?.bytes
         self.upstreams = UpstreamGroups(config.upstreams)
         self.authCache = AuthCache(ttlSeconds: Int((config.auth?.cacheTTL.nanoseconds ?? 0) / 1_000_000_000))

@@ -78,6 +78,9 @@ struct FilteringConfigTests {
 @Suite("Reverse listeners, upstream groups and routes in the configuration")
 struct ReverseConfigTests {
     static let yaml = """
+        proxy:
+          forwarded: true
+          trusted_proxies: [10.0.0.0/8, "fd00::/8"]
         listeners:
           - name: web
             role: reverse
@@ -118,6 +121,7 @@ struct ReverseConfigTests {
     @Test func loadsAndRoundTrips() throws {
         let c = try ConfigLoader.load(yaml: Self.yaml).get()
         #expect(c.listeners[0].role == .reverse)
+        #expect(c.proxy.forwarded && c.proxy.trustedProxies.map(\.description) == ["10.0.0.0/8", "fd00::/8"])
         #expect(c.upstreams.map(\.name) == ["app", "sticky"])
         #expect(c.upstreams[0].algorithm == .leastConnections && c.upstreams[0].retries == 1)
         #expect(c.upstreams[0].outlier.consecutiveFailures == 3 && c.upstreams[0].outlier.baseEjection == 10 && c.upstreams[0].outlier.maxEjection == 120)

@@ -322,3 +322,29 @@ struct UpgradeTests {
         }
     }
 }
+
+@Suite("Reverse proxy: forwarding headers and trusted proxies")
+struct ForwardingHeaderTests {
+    static let request = "GET /headers HTTP/1.1\r\nHost: www.example\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n\r\n"
+
+    @Test(arguments: [false, true])
+    func clientChainsAreKeptOnlyFromTrustedProxies(_ trusted: Bool) async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ c in
+            ReverseProxyTests.configure(&c, [origin])
+            c.proxy.forwarded = true
+            if trusted { c.proxy.trustedProxies = [CIDR("127.0.0.0/8")!] }
+        }) { proxy in
+            let r = try #require(try await send(proxy, [Self.request]).replies.first)
+            let seen = r.body.lowercased()
+            if trusted {
+                #expect(seen.contains("x-forwarded-for: 6.6.6.6, 127.0.0.1\n"), "\(seen)")
+                #expect(seen.contains("forwarded: for=6.6.6.6\n") && seen.contains("forwarded: for=127.0.0.1;host=www.example;proto=http\n"), "\(seen)")
+            } else {
+                #expect(seen.contains("x-forwarded-for: 127.0.0.1\n") && !seen.contains("6.6.6.6"), "\(seen)")
+                #expect(seen.contains("forwarded: for=127.0.0.1;host=www.example;proto=http\n"), "\(seen)")
+            }
+        }
+    }
+}
