@@ -90,7 +90,8 @@ let package = Package(
         .testTarget(
             name: "ProximaServerTests",
             dependencies: [
-                "ProximaServer", "ProximaTesting", "ProximaConfig", "ProximaHTTP1", "ProximaPolicy", "ProximaTelemetry",
+                "ProximaServer", "ProximaTesting", "ProximaConfig", "ProximaHTTP1", "ProximaPolicy", "ProximaTelemetry", "ProximaAuth",
+                "ProximaBalance",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

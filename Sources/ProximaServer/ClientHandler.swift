@@ -414,15 +414,29 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if let limit = route.maxBody { cur.maxBody = limit }
         if let t = route.timeout { cur.responseTimeout = .nanoseconds(Int64(t * 1e9)) }
         if bodyTooLarge(cur) { return }
+        identifyUser(cur, field: "authorization") { [self] user, failed in
+            admitReverse(cur, route, host: host, hostValue: hostValue, user: user, failedLogin: failed)
+        }
+    }
+
+    /// The access rules for a reverse request (a rule that needs a user answers 401 with
+    /// `WWW-Authenticate`), then the route's action.
+    private func admitReverse(_ cur: Current, _ route: Route, host: String, hostValue: String, user: String?, failedLogin: Bool) {
+        let head = cur.head
         if let ip = clientIP {
-            let request = AccessRequest(client: ip, method: head.method, host: host, port: 80, url: "http://\(hostValue)\(head.target)", scheme: "http", time: cur.record.startSeconds)
+            var request = AccessRequest(client: ip, method: head.method, host: host, port: 80, url: "http://\(hostValue)\(head.target)", scheme: "http", time: cur.record.startSeconds)
+            if let user {
+                cur.record.user = user
+                request.user = user
+                request.groups = settings.auth?.groups?.groupsByUser[user] ?? []
+            }
             let decision = settings.policy.evaluate(request, headers: RequestHeaders(current: cur))
+            if decision.challenge { return challenge(cur, decision, failedLogin: failedLogin, reverse: true) }
             if !decision.allowed {
                 cur.record.detail = decision.rule.map { "rule \($0)" } ?? "default deny"
                 cur.pageFields = [("rule", decision.rule ?? "(default deny)")]
                 metrics.denied(by: decision.rule.map { "access rule \($0)" } ?? "access default deny")
-                let why = decision.challenge ? "rule '\(decision.rule ?? "?")' needs a login, which reverse listeners do not ask for yet" : decision.explanation
-                return respondLocally(403, "Access denied: \(why).", result: .denied)
+                return respondLocally(403, "Access denied: \(decision.explanation).", result: .denied)
             }
         }
         switch route.action {
@@ -583,11 +597,20 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     private func identify(_ cur: Current, _ target: RequestTarget, destinations: [IPAddress]) {
+        identifyUser(cur, field: "proxy-authorization") { [self] user, failed in
+            decide(cur, target, user: user, destinations: destinations, failedLogin: failed)
+        }
+    }
+
+    /// The user of Basic credentials in `field` (`Proxy-Authorization` to a forward proxy,
+    /// `Authorization` to a reverse one), verified off the event loop and then cached; `then`
+    /// gets nil when there are none or they are wrong (and whether they were wrong).
+    private func identifyUser(_ cur: Current, field: String, then: @escaping (String?, Bool) -> Void) {
         guard settings.policy.usesIdentity, let auth = settings.auth, let context,
-            let token = cur.head.firstValue("proxy-authorization"), let (user, password) = basicCredentials(token)
-        else { return decide(cur, target, user: nil, destinations: destinations) }
+            let token = cur.head.firstValue(field), let (user, password) = basicCredentials(token)
+        else { return then(nil, false) }
         let now = cur.record.startSeconds
-        if let known = settings.authCache.user(for: token, now: now) { return decide(cur, target, user: known, destinations: destinations) }
+        if let known = settings.authCache.user(for: token, now: now) { return then(known, false) }
         let client = clientText
         services.threadPool.runIfActive(eventLoop: context.eventLoop) { auth.users.verify(user: user, password: password) }
             .assumeIsolated().whenComplete { [self] result in
@@ -595,12 +618,12 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 if case .success(true) = result {
                     settings.authCache.remember(token, user: user, now: now)
                     services.authFailures.succeeded(client)
-                    decide(cur, target, user: user, destinations: destinations)
+                    then(user, false)
                 } else {
                     // The user name is not secret and helps the administrator; the password
                     // never appears anywhere.
                     cur.record.detail = "authentication failed for user '\(user)'"
-                    decide(cur, target, user: nil, destinations: destinations, failedLogin: true)
+                    then(nil, true)
                 }
             }
     }
@@ -682,7 +705,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     /// 407 asking for credentials. After failed logins from this client the answer waits
     /// longer each time, so passwords cannot be guessed quickly.
-    private func challenge(_ cur: Current, _ decision: AccessDecision, failedLogin: Bool) {
+    private func challenge(_ cur: Current, _ decision: AccessDecision, failedLogin: Bool, reverse: Bool = false) {
         let realm = settings.auth?.realm ?? "Proxima"
         let now = cur.record.startSeconds
         let delay = failedLogin ? services.authFailures.delay(for: clientText, now: now) : .zero
@@ -691,8 +714,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         let send = { [self] in
             guard current === cur, phase == .connecting else { return }
             respondLocally(
-                407, "Proxy authentication required: \(decision.explanation).", result: .denied,
-                headers: [("Proxy-Authenticate", "Basic realm=\"\(realm)\", charset=\"UTF-8\"")])
+                reverse ? 401 : 407, "\(reverse ? "Authentication" : "Proxy authentication") required: \(decision.explanation).", result: .denied,
+                headers: [(reverse ? "WWW-Authenticate" : "Proxy-Authenticate", "Basic realm=\"\(realm)\", charset=\"UTF-8\"")])
             context?.flush()
         }
         guard delay > .zero, let context else { return send() }

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Synchronization
+import ProximaAuth
 import ProximaBalance
 import ProximaConfig
 import ProximaPolicy
@@ -345,6 +346,42 @@ struct ForwardingHeaderTests {
                 #expect(seen.contains("x-forwarded-for: 127.0.0.1\n") && !seen.contains("6.6.6.6"), "\(seen)")
                 #expect(seen.contains("forwarded: for=127.0.0.1;host=www.example;proto=http\n"), "\(seen)")
             }
+        }
+    }
+}
+
+@Suite("Reverse proxy: logins (401)")
+struct ReverseAuthTests {
+    /// A rule that needs a user on a reverse listener asks with 401 and `WWW-Authenticate`, and
+    /// takes `Authorization` (not the proxy's header); the user is logged.
+    @Test func adminPathsAskForALogin() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        // A file as Apache's tool writes it (apache2-utils; .ci/run installs it).
+        let made = try await run("/usr/bin/htpasswd", ["-nbB", "alice", "s3cret"])
+        let users = try PasswordFile.parse(made.output, path: "htpasswd").get()
+        try await ProxyHarness.withProxy({ c in
+            ReverseProxyTests.configure(&c, [origin])
+            var auth = AuthConfig(users: users)
+            auth.realm = "Admin area"
+            c.auth = auth
+            c.access = AccessPolicy(rules: [
+                AccessRule(name: "admin-login", action: .authenticate, urlPrefixes: ["http://www.example/admin/"]),
+                AccessRule(name: "anyone", action: .allow, clients: [CIDR("0.0.0.0/0")!]),
+            ])
+        }) { proxy in
+            let open = try #require(try await send(proxy, ["GET /bytes/3 HTTP/1.1\r\nHost: www.example\r\n\r\n"]).replies.first)
+            #expect(open.status == 200)
+            let asked = try #require(try await send(proxy, ["GET /admin/x HTTP/1.1\r\nHost: www.example\r\n\r\n"]).replies.first)
+            #expect(asked.status == 401 && asked.header("www-authenticate") == "Basic realm=\"Admin area\", charset=\"UTF-8\"")
+            #expect(asked.header("proxy-authenticate") == nil)
+            let login = "Authorization: Basic " + Data("alice:s3cret".utf8).base64EncodedString() + "\r\n"
+            let inside = try #require(try await send(proxy, ["GET /admin/x HTTP/1.1\r\nHost: www.example\r\n\(login)\r\n"]).replies.first)
+            #expect(inside.status == 404, "passed to the back-end (which has no /admin/x)")
+            let wrong = "Authorization: Basic " + Data("alice:nope".utf8).base64EncodedString() + "\r\n"
+            #expect(try await send(proxy, ["GET /admin/x HTTP/1.1\r\nHost: www.example\r\n\(wrong)\r\n"]).replies.first?.status == 401)
+            let users = jsonRecords(await proxy.waitForAccessLog(count: 4)).compactMap { $0["user"] as? String }
+            #expect(users == ["alice"], "\(users)")
         }
     }
 }
