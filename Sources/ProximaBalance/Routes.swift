@@ -73,7 +73,7 @@ public struct Route: Sendable, Equatable {
     }
 
     static func hostMatches(_ pattern: String, _ host: String) -> Bool {
-        if pattern.hasPrefix("*.") { return host.hasSuffix(pattern.dropFirst()) && host.count > pattern.count - 1 }
+        if pattern.hasPrefix("*.") { return host.utf8.count > pattern.utf8.count - 1 && host.hasSuffix(pattern.dropFirst()) }
         return pattern == host
     }
 

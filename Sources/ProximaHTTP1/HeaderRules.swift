@@ -63,8 +63,6 @@ public struct HeaderEdit: Sendable {
 
     public init() {}
 
-    public var isEmpty: Bool { dropped.isEmpty && lines.isEmpty }
-
     /// Whether a rule writes a field of this (lowercase) name.
     func writes(_ lowercasedName: String) -> Bool {
         lines.contains { $0.lowercased().hasPrefix(lowercasedName + ":") }

@@ -204,7 +204,11 @@ public struct AccessPolicy: Sendable, Equatable {
         self.rules = rules
         self.usesIdentity = rules.contains { $0.needsIdentity }
         self.usesDestinations = rules.contains { $0.destinations != nil }
+        self.usesURL = rules.contains { $0.urlPrefixes != nil || $0.urlPatterns != nil }
     }
+
+    /// Whether any rule looks at the URL (a reverse request's absolute URL is built only then).
+    public let usesURL: Bool
 
     /// Whether any rule looks at destination addresses: only then are names resolved first.
     public let usesDestinations: Bool

@@ -84,8 +84,12 @@ public struct CosmeticFilter: Sendable {
     var specific: [String: [Int]] = [:]
     /// `.class` / `#id` → generic selectors that need it.
     var keyed: [String: [Int]] = [:]
-    /// Generic selectors without a class or id to file them under: sent to every page.
+    /// Generic selectors without a class or id to file them under: sent to every page. Split at
+    /// load into those that hold everywhere and those some sites exclude, so that a page
+    /// load does not re-check thousands of selectors against the global exceptions.
     var unkeyed: [Int] = []
+    var unkeyedEverywhere: [Int] = []
+    var unkeyedExcludedSomewhere: [Int] = []
     var selectors: [String] = []
     var excludedOn: [Int: [String]] = [:]
     /// Exceptions: selectors not to hide anywhere, or on given sites.
@@ -94,7 +98,6 @@ public struct CosmeticFilter: Sendable {
     var exemptions: [String: Set<CosmeticRule.Exemption>] = [:]
 
     public var isEmpty: Bool { selectors.isEmpty }
-    public var genericCount: Int { keyed.values.reduce(0) { $0 + $1.count } + unkeyed.count }
 
     public init(_ lists: [BlockList]) {
         for list in lists {
@@ -120,6 +123,9 @@ public struct CosmeticFilter: Sendable {
                 }
             }
         }
+        for id in unkeyed where !exceptedEverywhere.contains(selectors[id]) {
+            if excludedOn[id] == nil { unkeyedEverywhere.append(id) } else { unkeyedExcludedSomewhere.append(id) }
+        }
     }
 
     /// The site and its parent domains, most specific first.
@@ -144,12 +150,15 @@ public struct CosmeticFilter: Sendable {
             excepted.formUnion(exceptedOn[String(d)] ?? [])
         }
         if exempt.contains(.all) { return PageCosmetics(filter: self, domains: [], upFront: [], generic: false, excepted: excepted) }
-        var upFront: [Int] = []
-        for d in domains { upFront += specific[String(d)] ?? [] }
-        let generic = !exempt.contains(.generic)
-        if generic { upFront += unkeyed }
         let names = domains.map(String.init)
-        upFront = upFront.filter { id in allowed(id, on: names, excepted: excepted) }
+        var upFront: [Int] = []
+        for d in names { upFront += (specific[d] ?? []).filter { allowed($0, on: names, excepted: excepted) } }
+        let generic = !exempt.contains(.generic)
+        if generic {
+            let siteExcepted = excepted.count > exceptedEverywhere.count
+            upFront += siteExcepted ? unkeyedEverywhere.filter { !excepted.contains(selectors[$0]) } : unkeyedEverywhere
+            upFront += unkeyedExcludedSomewhere.filter { allowed($0, on: names, excepted: excepted) }
+        }
         return PageCosmetics(filter: self, domains: names, upFront: upFront, generic: generic, excepted: excepted)
     }
 

@@ -34,8 +34,12 @@ public struct FilterRequest: Sendable {
 
     /// The host of a Referer or Origin value (`https://www.example.org/page` → `www.example.org`).
     public static func host(ofURL value: String) -> String? {
-        guard let scheme = value.range(of: "://") else { return nil }
-        var rest = value[scheme.upperBound...]
+        // A byte scan for "://": Foundation's range(of:) would run for every filtered request.
+        let u = value.utf8
+        guard let colon = u.indices.first(where: { i in
+            u[i] == UInt8(ascii: ":") && u[i...].starts(with: "://".utf8)
+        }) else { return nil }
+        var rest = value[u.index(colon, offsetBy: 3)...]
         if let at = rest.prefix(while: { $0 != "/" }).lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
         let authority: Substring
         if rest.hasPrefix("[") {
@@ -70,12 +74,12 @@ public struct ResourceType: OptionSet, Sendable, Hashable {
     public static let allButDocument = all.subtracting(.document)
 
     /// Option names as the lists write them (with uBlock Origin's aliases).
-    static let byOptionName: [String: ResourceType] = [
-        "other": .other, "script": .script, "image": .image, "stylesheet": .stylesheet, "css": .stylesheet,
-        "object": .object, "object-subrequest": .object, "xmlhttprequest": .xmlhttprequest, "xhr": .xmlhttprequest,
-        "subdocument": .subdocument, "frame": .subdocument, "document": .document, "doc": .document,
-        "font": .font, "media": .media, "websocket": .websocket, "ping": .ping, "beacon": .ping,
-    ]
+    /// Option names as the lists write them: the canonical `names` and uBlock Origin's aliases.
+    static let byOptionName: [String: ResourceType] = Dictionary(
+        uniqueKeysWithValues: names.map { ($0.1, $0.0) } + [
+            ("css", .stylesheet), ("object-subrequest", .object), ("xhr", .xmlhttprequest), ("frame", .subdocument),
+            ("doc", .document), ("beacon", .ping),
+        ])
 
     /// A type by its option name (`script`, `xhr`, `stylesheet`, ...).
     public init?(optionName: String) {

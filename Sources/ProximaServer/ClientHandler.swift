@@ -424,7 +424,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private func admitReverse(_ cur: Current, _ route: Route, host: String, hostValue: String, user: String?, failedLogin: Bool) {
         let head = cur.head
         if let ip = clientIP {
-            var request = AccessRequest(client: ip, method: head.method, host: host, port: 80, url: "http://\(hostValue)\(head.target)", scheme: "http", time: cur.record.startSeconds)
+            // The absolute URL is built only when a rule looks at URLs.
+            let url = settings.policy.usesURL ? "http://\(hostValue)\(head.target)" : head.target
+            var request = AccessRequest(client: ip, method: head.method, host: host, port: 80, url: url, scheme: "http", time: cur.record.startSeconds)
             if let user {
                 cur.record.user = user
                 request.user = user
@@ -1236,7 +1238,6 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     private func upstreamFailed(_ cur: Current, status: Int, _ message: String) {
-        reportReverse(cur, ok: false)
         cur.upstreamReusable = false
         cur.record.detail = message
         if cur.responseStarted { return abortExchange() }
