@@ -115,6 +115,11 @@ public struct Balancer: Sendable {
         }
     }
 
+    /// Whether server `i` is at its connection limit.
+    public func isFull(_ i: Int) -> Bool {
+        backends[i].maxConnections.map { active[i] >= $0 } ?? false
+    }
+
     /// The server for a request: among the primaries that `usable` accepts (and that are below
     /// their connection limit), or among the backups when no primary is. nil: none is usable.
     /// `key` is the hashing key (client address, header, cookie or URL), for `.hash` only.

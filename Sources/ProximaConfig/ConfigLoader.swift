@@ -400,8 +400,32 @@ final class NodeReader {
             var hashKey: HashKey = .clientAddress
             var hashMethod: HashMethod = .ring
             var serverItems = 0
-            mapping(item, p, keys: ["name", "servers", "balance", "hash", "retries", "outlier", "health_check"]) { k, n, kp in
+            var httpsServers = 0
+            mapping(item, p, keys: ["name", "servers", "balance", "hash", "retries", "outlier", "health_check", "tls", "queue", "queue_timeout"]) { k, n, kp in
                 switch k {
+                case "tls":
+                    var tls = UpstreamTLSConfig()
+                    if case .scalar(let sc) = n, let on = Bool(sc.string) {
+                        group.tls = on ? tls : nil
+                        return
+                    }
+                    mapping(n, kp, keys: ["ca", "server_name", "insecure_skip_verify"]) { tk, tn, tp in
+                        switch tk {
+                        case "ca":
+                            if let v = string(tn, tp) {
+                                if access(v, R_OK) != 0 { fail(tp, tn, "cannot read \(v)") }
+                                tls.ca = v
+                            }
+                        case "server_name": tls.serverName = string(tn, tp)
+                        default: if let v = bool(tn, tp) { tls.insecureSkipVerify = v }
+                        }
+                    }
+                    group.tls = tls
+                case "queue": if let v = int(n, kp, in: 0...1_000_000) { group.queueLimit = v }
+                case "queue_timeout":
+                    if let v = duration(n, kp) {
+                        if v.nanoseconds <= 0 { fail(kp, n, "must be longer than 0") } else { group.queueTimeout = Double(v.nanoseconds) / 1e9 }
+                    }
                 case "health_check":
                     var check = ActiveCheckPolicy()
                     mapping(n, kp, keys: ["path", "interval", "timeout", "rise", "fall", "expect"]) { hk, hn, hp in
@@ -476,7 +500,20 @@ final class NodeReader {
                             switch sk {
                             case "address":
                                 sawAddress = true
-                                address = listenAddress(sn, skp)
+                                // `https://host:port` turns TLS on for the group; 443 is its default port.
+                                if case .scalar(let sc) = sn, sc.string.hasPrefix("https://") || sc.string.hasPrefix("http://") {
+                                    let https = sc.string.hasPrefix("https://")
+                                    if https { httpsServers += 1 }
+                                    var rest = String(sc.string.drop { $0 != "/" }.dropFirst(2))
+                                    if rest.hasSuffix("/") { rest.removeLast() }
+                                    let hasPort = rest.hasPrefix("[") ? rest.contains("]:") : rest.contains(":")
+                                    if !hasPort { rest += https ? ":443" : ":80" }
+                                    if case .success(let a) = ListenAddress.parse(rest) { address = a } else {
+                                        fail(skp, sn, "'\(sc.string)' is not https://host[:port] or http://host[:port]")
+                                    }
+                                } else {
+                                    address = listenAddress(sn, skp)
+                                }
                                 if let a = address, a.port == 0 { fail(skp, sn, "a back-end needs a port"); address = nil }
                             case "weight": if let v = int(sn, skp, in: 1...1000) { weight = v }
                             case "max_connections": maxConnections = int(sn, skp, in: 1...1_000_000)
@@ -498,6 +535,12 @@ final class NodeReader {
             default: group.algorithm = .roundRobin
             }
             if serverItems == 0 { fail(p, item, "an upstream group needs servers") }
+            if httpsServers > 0 {
+                if httpsServers < serverItems {
+                    fail(p + ".servers", item, "all servers of a group use the same scheme: either every address is https:// or none is")
+                }
+                if group.tls == nil { group.tls = UpstreamTLSConfig() }
+            }
             if groups.contains(where: { $0.name == group.name }) { fail(p + ".name", item, "the name '\(group.name)' is used by an earlier group") }
             groups.append(group)
         }
@@ -752,11 +795,18 @@ final class NodeReader {
             var role: ListenerRole?
             var address: ListenAddress?
             var anonymize: Bool?
-            mapping(item, p, keys: ["name", "role", "address", "anonymize"]) { k, n, kp in
+            var tls: ListenerTLSConfig?
+            var http2: Bool?
+            var redirect: Int?
+            mapping(item, p, keys: ["name", "role", "address", "anonymize", "tls", "http2", "redirect_https"]) { k, n, kp in
                 switch k {
                 case "name": name = string(n, kp)
                 case "anonymize": anonymize = bool(n, kp)
                 case "role": role = enumeration(n, kp, ListenerRole.self)
+                case "tls": tls = readListenerTLS(n, kp)
+                case "http2": http2 = bool(n, kp)
+                case "redirect_https":
+                    if case .scalar(let sc) = n, sc.string == "true" { redirect = 443 } else { redirect = int(n, kp, in: 1...65535) }
                 default:
                     listenerAddressLines[i] = n.mark?.line
                     address = listenAddress(n, kp)
@@ -765,14 +815,53 @@ final class NodeReader {
             if case .mapping(let m) = item {
                 if m["address"] == nil { fail(p, item, "missing key 'address'") }
                 if m["role"] == nil { fail(p, item, "missing key 'role' (forward or reverse)") }
+                if redirect != nil, tls != nil { fail(p + ".redirect_https", item, "a TLS listener cannot redirect to HTTPS; put redirect_https on a plain listener") }
+                if redirect != nil, role != .reverse { fail(p + ".redirect_https", item, "only reverse listeners redirect to HTTPS") }
             }
             if let role, let address {
                 var l = ListenerConfig(name: name ?? "\(role.rawValue)-\(i)", role: role, address: address)
                 l.anonymize = anonymize
+                l.tls = tls
+                l.http2 = http2
+                l.redirectHTTPS = redirect
                 result.append(l)
             }
         }
         return result
+    }
+
+    /// `tls: {certificates: [{certificate, key, names}], min_version}`. The files are read when
+    /// the server builds its TLS contexts (a start or a reload), which reports a bad file.
+    func readListenerTLS(_ node: Node, _ path: String) -> ListenerTLSConfig? {
+        var tls = ListenerTLSConfig(certificates: [])
+        mapping(node, path, keys: ["certificates", "min_version"]) { k, n, kp in
+            if k == "min_version" {
+                if let v = enumeration(n, kp, TLSMinimumVersion.self) { tls.minVersion = v }
+                return
+            }
+            sequence(n, kp) { _, c, cp in
+                var cert: String?
+                var key: String?
+                var names: [String]?
+                mapping(c, cp, keys: ["certificate", "key", "names"]) { ck, cn, ckp in
+                    switch ck {
+                    case "certificate": cert = string(cn, ckp)
+                    case "key": key = string(cn, ckp)
+                    default: names = stringList(cn, ckp).map { s, _, _ in s.lowercased() }
+                    }
+                }
+                guard let cert, let key else { return fail(cp, c, "a certificate needs 'certificate' and 'key' (PEM files)") }
+                for (file, what) in [(cert, "certificate"), (key, "key")] where access(file, R_OK) != 0 {
+                    fail(cp + "." + what, c, "cannot read \(file)")
+                }
+                tls.certificates.append(CertificateConfig(certificate: cert, key: key, names: names))
+            }
+        }
+        if tls.certificates.isEmpty {
+            fail(path + ".certificates", node, "a TLS listener needs at least one certificate")
+            return nil
+        }
+        return tls
     }
 
     func readAccess(_ node: Node, _ path: String) -> [AccessRule] {

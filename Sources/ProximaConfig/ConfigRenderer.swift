@@ -22,6 +22,16 @@ extension ProximaConfiguration {
         for l in listeners {
             out += "  - name: \(quoted(l.name))\n    role: \(l.role.rawValue)\n    address: \(quoted(l.address.description))\n"
             if let a = l.anonymize { out += "    anonymize: \(a)\n" }
+            if let h = l.http2 { out += "    http2: \(h)\n" }
+            if let r = l.redirectHTTPS { out += "    redirect_https: \(r)\n" }
+            if let t = l.tls {
+                out += "    tls:\n      min_version: \(quoted(t.minVersion.rawValue))\n      certificates:\n"
+                for c in t.certificates {
+                    out += "        - {certificate: \(quoted(c.certificate)), key: \(quoted(c.key))"
+                    if let n = c.names { out += ", names: \(list(n.map(quoted)))" }
+                    out += "}\n"
+                }
+            }
         }
         out += "access:\n"
         if access.rules.isEmpty { out = String(out.dropLast()) + " []\n" }
@@ -97,6 +107,15 @@ extension ProximaConfiguration {
                 default: out += "    balance: \(g.algorithm.name)\n"
                 }
                 out += "    retries: \(g.retries)\n"
+                if g.queueLimit > 0 {
+                    out += "    queue: \(g.queueLimit)\n    queue_timeout: \(TimeSpan.milliseconds(Int64((g.queueTimeout * 1000).rounded())))\n"
+                }
+                if let t = g.tls {
+                    out += "    tls: {insecure_skip_verify: \(t.insecureSkipVerify)"
+                    if let ca = t.ca { out += ", ca: \(quoted(ca))" }
+                    if let n = t.serverName { out += ", server_name: \(quoted(n))" }
+                    out += "}\n"
+                }
                 let o = g.outlier
                 out += "    outlier: {consecutive_failures: \(o.consecutiveFailures), base_ejection: \(TimeSpan.milliseconds(Int64((o.baseEjection * 1000).rounded()))), max_ejection: \(TimeSpan.milliseconds(Int64((o.maxEjection * 1000).rounded()))), max_ejected_percent: \(o.maxEjectedPercent)}\n"
                 if let h = g.activeCheck {

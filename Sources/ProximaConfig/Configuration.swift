@@ -68,6 +68,12 @@ public struct UpstreamGroupConfig: Sendable, Equatable {
     public var outlier = OutlierPolicy()
     /// Active HTTP checks (nil: none; outlier detection still applies).
     public var activeCheck: ActiveCheckPolicy?
+    /// TLS to every server of the group (nil: plain HTTP).
+    public var tls: UpstreamTLSConfig?
+    /// Requests that wait for a server under its `max_connections` (HAProxy's `maxqueue`);
+    /// beyond it, or after `queueTimeout`, 503. 0: no queue.
+    public var queueLimit = 0
+    public var queueTimeout = 5.0
 
     public init(name: String, servers: [Backend]) {
         self.name = name
@@ -81,12 +87,58 @@ public struct ListenerConfig: Sendable, Equatable {
     public var address: ListenAddress
     /// Overrides `proxy.anonymize` for this listener.
     public var anonymize: Bool?
+    /// TLS termination (nil: plain TCP).
+    public var tls: ListenerTLSConfig?
+    /// Whether clients may speak HTTP/2 (ALPN `h2` over TLS, prior knowledge over plain TCP).
+    /// Nil: on for reverse listeners, off for forward ones.
+    public var http2: Bool?
+    /// Answer every request with a permanent redirect to `https://` on this port (a plain
+    /// listener in front of a TLS one, as nginx's `return 301 https://$host$request_uri`).
+    public var redirectHTTPS: Int?
+
+    public var speaksHTTP2: Bool { http2 ?? (role == .reverse) }
 
     public init(name: String, role: ListenerRole, address: ListenAddress) {
         self.name = name
         self.role = role
         self.address = address
     }
+}
+
+public enum TLSMinimumVersion: String, Sendable, Equatable, CaseIterable {
+    case tls12 = "1.2"
+    case tls13 = "1.3"
+}
+
+/// One certificate chain and its key, PEM files; `names` overrides the names the certificate
+/// itself lists (subject alternative names) for SNI selection.
+public struct CertificateConfig: Sendable, Equatable {
+    public var certificate: String
+    public var key: String
+    public var names: [String]?
+    public init(certificate: String, key: String, names: [String]? = nil) {
+        self.certificate = certificate
+        self.key = key
+        self.names = names
+    }
+}
+
+public struct ListenerTLSConfig: Sendable, Equatable {
+    /// The first is the default, served when the client names no host or an unknown one.
+    public var certificates: [CertificateConfig]
+    public var minVersion: TLSMinimumVersion = .tls12
+    public init(certificates: [CertificateConfig]) { self.certificates = certificates }
+}
+
+/// TLS towards the servers of an upstream group (`https://` back-ends).
+public struct UpstreamTLSConfig: Sendable, Equatable {
+    /// PEM file of the certificate authorities to trust (nil: the system's).
+    public var ca: String?
+    /// The name sent in SNI and verified (nil: the server's host when it is a name).
+    public var serverName: String?
+    /// No verification at all: named so that nobody turns it on by accident.
+    public var insecureSkipVerify = false
+    public init() {}
 }
 
 public struct ConnectConfig: Sendable, Equatable {

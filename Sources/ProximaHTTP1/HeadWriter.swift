@@ -132,7 +132,7 @@ public enum HeadWriter {
         _ head: RequestHead, target: RequestTarget, via: String?, forwardedFor: ForwardedForMode,
         clientIP: String, anonymizer: Anonymizer? = nil, crossSite: Bool? = nil, edit: HeaderEdit = HeaderEdit(),
         host: String? = nil, forwardedHost: String? = nil, requestID: String? = nil, upgrade: Bool = false,
-        trustsClientForwarding: Bool = true, forwardedField: String? = nil, into out: inout ByteBuffer
+        trustsClientForwarding: Bool = true, forwardedField: String? = nil, secure: Bool = false, into out: inout ByteBuffer
     ) {
         if let anonymizer {
             return writeAnonymized(head, target: target, anonymizer: anonymizer, crossSite: crossSite, edit: edit, host: host, into: &out)
@@ -165,7 +165,7 @@ public enum HeadWriter {
                 }
                 edit.write(into: &w)
                 if let forwardedHost {
-                    w.append("X-Forwarded-Proto: http\r\nX-Forwarded-Host: ")
+                    w.append(secure ? "X-Forwarded-Proto: https\r\nX-Forwarded-Host: " : "X-Forwarded-Proto: http\r\nX-Forwarded-Host: ")
                     w.append(forwardedHost)
                     w.append("\r\n")
                 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ProximaAuth
 import ProximaBalance
 import ProximaHTTP1
@@ -86,6 +87,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var upgradeRequested = false
         /// For a reverse listener: the group, the server being tried and those tried before.
         var reverse: ReverseTarget?
+        /// Waiting in an upstream group's queue, and when that wait ends.
+        var queued = false
+        var queueID: UInt64 = 0
+        var queueTimer: Scheduled<Void>?
         /// When the request head went upstream, and how long its response head took.
         var requestSentAt: NIODeadline?
         var upstreamHeadNanoseconds: Int64?
@@ -170,8 +175,22 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private var timerAt: NIODeadline?
     private var upstreamNeedsFlush = false
 
-    init(settings: RuntimeSettings, services: ServerServices, listenerName: String, metrics: ListenerMetrics, reverse: Bool = false) {
+    /// The client reached us over TLS (X-Forwarded-Proto, Forwarded and access rules say https).
+    let isSecure: Bool
+    /// This handler serves one HTTP/2 stream behind `HTTP2StreamBridge` (logged as HTTP/2.0).
+    let isHTTP2Stream: Bool
+    /// A plain listener that sends every request to `https://` on this port.
+    let redirectHTTPS: Int?
+    private var started = false
+
+    init(
+        settings: RuntimeSettings, services: ServerServices, listenerName: String, metrics: ListenerMetrics, reverse: Bool = false,
+        secure: Bool = false, http2Stream: Bool = false, redirectHTTPS: Int? = nil
+    ) {
         self.isReverse = reverse
+        self.isSecure = secure
+        self.isHTTP2Stream = http2Stream
+        self.redirectHTTPS = redirectHTTPS
         self.settings = settings
         self.services = services
         self.listenerName = listenerName
@@ -183,6 +202,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // Added after the connection came up (after TLS negotiated HTTP/1.1, or on an HTTP/2
+        // stream): no channelActive follows.
+        if context.channel.isActive { start(context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -192,14 +214,21 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        context.fireChannelActive()
+    }
+
+    private func start(_ context: ChannelHandlerContext) {
+        guard !started else { return }
+        started = true
         if let remote = context.channel.remoteAddress {
             clientText = remote.ipAddress ?? "-"
             clientIP = remote.ipAddress.flatMap { IPAddress($0) }
         }
         headDeadline = .now() + settings.clientHeaderTimeout
         ensureTimer(at: headDeadline)
-        metrics.connections.increment()
-        context.fireChannelActive()
+        // The gauge counts connections; an HTTP/2 stream is not one.
+        if !isHTTP2Stream { metrics.connections.increment() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -241,7 +270,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
-        metrics.connections.decrement()
+        if started, !isHTTP2Stream { metrics.connections.decrement() }
+        started = false
         if let cur = current {
             if let up = cur.upstream {
                 cur.upstream = nil
@@ -337,7 +367,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             head: head, now: .now())
         cur.record.method = head.method
         cur.record.url = head.target
-        cur.record.version = head.version.text
+        cur.record.version = isHTTP2Stream ? "HTTP/2.0" : head.version.text
         cur.record.bytesIn = headBytes
         if settings.logsAgentAndReferer {
             cur.record.userAgent = head.firstValue("user-agent")
@@ -407,6 +437,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         let hostValue = head.firstValue("host") ?? ""
         let host = Self.hostWithoutPort(hostValue)
+        if let port = redirectHTTPS {
+            return redirectToHTTPS(cur, head, host: host, port: port)
+        }
         guard let route = settings.routes.route(host: host, pathAndQuery: head.target, method: head.method) else {
             cur.record.detail = "no route"
             return respondLocally(404, "No route for \(hostValue.isEmpty ? "this host" : hostValue)\(head.target.prefix { $0 != "?" }).", result: .none)
@@ -419,14 +452,30 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
     }
 
+    /// A plain listener's answer to everything: the same URL on `https://` (301 for GET and
+    /// HEAD as nginx does, 308 otherwise so that the method and body are kept).
+    private func redirectToHTTPS(_ cur: Current, _ head: RequestHead, host: String, port: Int) {
+        guard !host.isEmpty, host.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "@") }) else {
+            return respondLocally(400, "A request needs a Host to be redirected to HTTPS.", result: .none)
+        }
+        let bracketed = host.contains(":") ? "[\(host)]" : host
+        let authority = port == 443 ? bracketed : "\(bracketed):\(port)"
+        let location = "https://\(authority)\(head.target)"
+        cur.record.detail = "redirect to https"
+        let status = head.method == "GET" || head.method == "HEAD" ? 301 : 308
+        respondLocally(status, "Moved to \(location).", result: .none, headers: [("Location", location)])
+    }
+
     /// The access rules for a reverse request (a rule that needs a user answers 401 with
     /// `WWW-Authenticate`), then the route's action.
     private func admitReverse(_ cur: Current, _ route: Route, host: String, hostValue: String, user: String?, failedLogin: Bool) {
         let head = cur.head
         if let ip = clientIP {
             // The absolute URL is built only when a rule looks at URLs.
-            let url = settings.policy.usesURL ? "http://\(hostValue)\(head.target)" : head.target
-            var request = AccessRequest(client: ip, method: head.method, host: host, port: 80, url: url, scheme: "http", time: cur.record.startSeconds)
+            let url = settings.policy.usesURL ? "\(isSecure ? "https" : "http")://\(hostValue)\(head.target)" : head.target
+            var request = AccessRequest(
+                client: ip, method: head.method, host: host, port: isSecure ? 443 : 80, url: url, scheme: isSecure ? "https" : "http",
+                time: cur.record.startSeconds)
             if let user {
                 cur.record.user = user
                 request.user = user
@@ -453,22 +502,64 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             guard let group = settings.upstreams.byName[name] else {
                 return respondLocally(502, "The route's upstream group '\(name)' does not exist.", result: .none)
             }
-            guard let server = group.pick(key: hashKey(group.config.algorithm, cur, hostValue), tried: ServerSet()) else {
-                cur.record.detail = "no usable server in upstream \(name)"
-                return respondLocally(503, "No server of the upstream group '\(name)' is available.", result: .none)
-            }
-            let pathAndQuery = route.rewrite(head.target)
-            cur.upgradeRequested = head.version == .http11 && head.firstValue("upgrade") != nil
-                && head.connection.others.contains { $0.lowercased() == "upgrade" }
-            var tried = ServerSet()
-            tried.insert(server)
-            cur.reverse = ReverseTarget(
-                group: group, route: route, server: server, tried: tried,
-                hostHeader: route.hostHeader == .keep && !hostValue.isEmpty ? hostValue : group.targets[server].authority,
-                pathAndQuery: pathAndQuery)
-            cur.record.result = .miss
-            connectReverse(cur)
+            proxy(cur, route, group, hostValue: hostValue)
         }
+    }
+
+    /// Sends a reverse request to a server of `group`; when every usable server is at its
+    /// connection limit, waits in the group's queue (bounded in length and time) for a slot.
+    private func proxy(_ cur: Current, _ route: Route, _ group: UpstreamGroup, hostValue: String) {
+        let head = cur.head
+        let name = group.config.name
+        guard let server = group.pick(key: hashKey(group.config.algorithm, cur, hostValue), tried: ServerSet()) else {
+            if let context {
+                let loop = context.eventLoop
+                let me = NIOLoopBound(self, eventLoop: loop)
+                let waiting = NIOLoopBound(cur, eventLoop: loop)
+                if let id = group.enqueue({
+                    loop.execute {
+                        let handler = me.value
+                        let cur = waiting.value
+                        guard handler.current === cur, cur.queued else { return group.wakeNext() }
+                        cur.queued = false
+                        handler.proxy(cur, route, group, hostValue: hostValue)
+                    }
+                }) {
+                    cur.queued = true
+                    cur.queueID = id
+                    if cur.queueTimer == nil {
+                        cur.queueTimer = loop.scheduleTask(in: .nanoseconds(Int64(group.config.queueTimeout * 1e9))) {
+                            let handler = me.value
+                            let cur = waiting.value
+                            // Out of the queue even when the client has gone, so it does not hold a place.
+                            guard cur.queued, group.leaveQueue(cur.queueID), handler.current === cur else { return }
+                            cur.queued = false
+                            cur.record.detail = "queue timeout in upstream \(name)"
+                            handler.respondLocally(503, "Every server of '\(name)' stayed busy for \(group.config.queueTimeout)s.", result: .none)
+                        }
+                    }
+                    return
+                }
+            }
+            cur.queueTimer?.cancel()
+            let full = group.config.queueLimit > 0 && group.queueLength >= group.config.queueLimit
+            cur.record.detail = full ? "queue of upstream \(name) full" : "no usable server in upstream \(name)"
+            return respondLocally(
+                503, full ? "Every server of '\(name)' is busy and its queue is full." : "No server of the upstream group '\(name)' is available.",
+                result: .none)
+        }
+        cur.queueTimer?.cancel()
+        let pathAndQuery = route.rewrite(head.target)
+        cur.upgradeRequested = head.version == .http11 && head.firstValue("upgrade") != nil
+            && head.connection.others.contains { $0.lowercased() == "upgrade" }
+        var tried = ServerSet()
+        tried.insert(server)
+        cur.reverse = ReverseTarget(
+            group: group, route: route, server: server, tried: tried,
+            hostHeader: route.hostHeader == .keep && !hostValue.isEmpty ? hostValue : group.targets[server].authority,
+            pathAndQuery: pathAndQuery)
+        cur.record.result = .miss
+        connectReverse(cur)
     }
 
     private func connectReverse(_ cur: Current) {
@@ -571,7 +662,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             return text.contains(":") ? "\"[\(text)]\"" : text
         } ?? "unknown"
         let host = cur.head.firstValue("host") ?? ""
-        return "for=\(client);host=\(value(host));proto=http"
+        return "for=\(client);host=\(value(host));proto=\(isSecure ? "https" : "http")"
     }
 
     private func isTokenByte(_ b: UInt8) -> Bool {
@@ -729,7 +820,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connectUpstream(_ cur: Current, _ target: RequestTarget, reuse: Bool) {
         guard let context else { return }
         let loop = context.eventLoop
-        let key = target.hostPort
+        let tls = cur.reverse?.group.tls
+        // A TLS connection is pooled apart from a plain one to the same address.
+        let key = tls == nil ? target.hostPort : "https://" + target.hostPort
         let pool = services.pools.pool(for: loop)
         cur.attempts += 1
         if reuse, let conn = pool?.checkout(key) {
@@ -746,7 +839,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             if !protected.isEmpty, addresses.contains(where: { protected.covers($0) }) {
                 return loop.makeFailedFuture(ProtectedEndpointError())
             }
-            return Self.connect(to: Array(addresses.prefix(4)), index: 0, on: loop, timeout: connectTimeout, lastError: nil)
+            let connected = Self.connect(to: Array(addresses.prefix(4)), index: 0, on: loop, timeout: connectTimeout, lastError: nil)
+            guard let tls else { return connected }
+            return connected.flatMap { Self.startTLS($0, tls, host: target.host, timeout: connectTimeout) }
         }.assumeIsolated().whenComplete { [self] result in
             guard self.current === cur, self.phase == .connecting else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
@@ -786,6 +881,31 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             }
     }
 
+    /// Adds TLS to a new upstream connection and waits for the handshake (bounded by the
+    /// connect timeout), so that a certificate the server cannot prove is a clear 502 before
+    /// anything is sent.
+    private static func startTLS(_ channel: Channel, _ tls: UpstreamTLS, host: String, timeout: TimeAmount) -> EventLoopFuture<Channel> {
+        let done = channel.eventLoop.makePromise(of: Void.self)
+        do {
+            let sync = channel.pipeline.syncOperations
+            let upstream = try sync.handler(type: UpstreamHandler.self)
+            try sync.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.sniName(host: host)), position: .before(upstream))
+            try sync.addHandler(HandshakeWatcher(done), position: .before(upstream))
+        } catch {
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        let timer = channel.eventLoop.scheduleTask(in: timeout) { done.fail(ChannelError.connectTimeout(timeout)) }
+        return done.futureResult.map { _ in
+            timer.cancel()
+            return channel
+        }.flatMapErrorThrowing { error in
+            timer.cancel()
+            channel.close(promise: nil)
+            throw UpstreamTLSError(host: host, underlying: error)
+        }
+    }
+
     private func connectFailed(_ cur: Current, _ target: RequestTarget, _ error: Error) {
         let what = target.hostPort
         if cur.reverse != nil, !(error is ProtectedEndpointError), retryReverse(cur) { return }
@@ -797,6 +917,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if let e = error as? ResolveError {
             cur.record.detail = e.description
             return respondLocally(502, "Cannot resolve \(target.host): \(e.message).", result: cur.record.result)
+        }
+        if let e = error as? UpstreamTLSError {
+            cur.record.detail = "TLS with \(what) failed: \(e.reason)"
+            return respondLocally(502, "TLS with \(what) failed: \(e.reason).", result: cur.record.result)
         }
         if case ChannelError.connectTimeout? = error as? ChannelError {
             cur.record.detail = "connect timeout to \(what)"
@@ -860,7 +984,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             // The back-end gets the id the log shows: the client's when acceptable, else a new one.
             requestID: cur.reverse.map { _ in cur.requestID }, upgrade: cur.upgradeRequested,
             trustsClientForwarding: cur.reverse == nil || clientIsTrustedProxy,
-            forwardedField: cur.reverse != nil && settings.addsForwarded ? forwardedElement(cur) : nil, into: &out)
+            forwardedField: cur.reverse != nil && settings.addsForwarded ? forwardedElement(cur) : nil, secure: isSecure, into: &out)
         conn.channel.write(out, promise: nil)
         upstreamNeedsFlush = true
         cur.requestSentAt = .now()

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ProximaBalance
 import ProximaHTTP1
 
@@ -17,7 +18,7 @@ enum HealthChecker {
             let interval = TimeAmount.nanoseconds(Int64(policy.interval * 1e9))
             tasks.append(loop.scheduleRepeatedTask(initialDelay: .zero, delay: interval) { _ in
                 for i in group.targets.indices {
-                    check(group.targets[i], policy: policy, resolver: services.resolver, on: loop).whenComplete { result in
+                    check(group.targets[i], policy: policy, tls: group.tls, resolver: services.resolver, on: loop).whenComplete { result in
                         let ok = (try? result.get()) ?? false
                         switch group.checked(i, ok: ok) {
                         case .wentDown?:
@@ -34,11 +35,14 @@ enum HealthChecker {
     }
 
     /// One check: true when the server answered with an expected status in time.
-    static func check(_ target: RequestTarget, policy: ActiveCheckPolicy, resolver: DNSResolver, on loop: EventLoop) -> EventLoopFuture<Bool> {
+    /// Over TLS for `https://` groups, verified as requests are: a server whose certificate
+    /// fails is down.
+    static func check(
+        _ target: RequestTarget, policy: ActiveCheckPolicy, tls: UpstreamTLS?, resolver: DNSResolver, on loop: EventLoop
+    ) -> EventLoopFuture<Bool> {
         let promise = loop.makePromise(of: Bool.self)
         let timeout = TimeAmount.nanoseconds(Int64(policy.timeout * 1e9))
-        var request = ByteBuffer()
-        request.writeString("GET \(policy.path) HTTP/1.1\r\nHost: \(target.authority)\r\nUser-Agent: proxima-health-check\r\nConnection: close\r\n\r\n")
+        let request = ByteBuffer(string: "GET \(policy.path) HTTP/1.1\r\nHost: \(target.authority)\r\nUser-Agent: proxima-health-check\r\nConnection: close\r\n\r\n")
         let expected = policy.expectedStatuses
         let timer = loop.scheduleTask(in: timeout) { promise.succeed(false) }
         resolver.resolve(host: target.host, port: target.port, on: loop).flatMap { addresses -> EventLoopFuture<Channel> in
@@ -47,6 +51,9 @@ enum HealthChecker {
                 .connectTimeout(timeout)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.sniName(host: target.host)))
+                        }
                         try channel.pipeline.syncOperations.addHandler(StatusLineReader(request: request, expected: expected, promise: promise))
                     }
                 }

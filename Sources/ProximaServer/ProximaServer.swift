@@ -59,7 +59,7 @@ public final class ProximaServer: Sendable {
         var sampler: RepeatedTask?
         /// The upstream groups' active health checks (replaced on reload).
         var healthChecks: [RepeatedTask] = []
-        var upstreams = UpstreamGroups([])
+        var upstreams = try! UpstreamGroups([])
         var droppedSeen = 0
         var reloadAction: (@Sendable () async -> ReloadOutcome)?
     }
@@ -104,7 +104,13 @@ public final class ProximaServer: Sendable {
         // The admin socket first: the proxy listeners must know its address to keep it out of reach.
         var admin: Channel?
         if let a = config.admin { admin = try await bindAdmin(a) }
-        let settings = RuntimeSettings(config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress))
+        let settings: RuntimeSettings
+        do {
+            settings = try RuntimeSettings(config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress))
+        } catch {
+            try? await admin?.close()
+            throw error
+        }
         startHealthChecks(settings.upstreams)
         var bound: [Listener] = []
         do {
@@ -171,12 +177,10 @@ public final class ProximaServer: Sendable {
                     // Over the limit: refuse this one, leave every established connection alone.
                     return channel.close()
                 }
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ClientHandler(
-                            settings: settings, services: services, listenerName: listener.name, metrics: listener.metrics,
-                            reverse: lc.role == .reverse))
-                }
+                // A listener kept by address across a reload may have changed its role or TLS.
+                let setup = ConnectionSetup(
+                    settings: settings, services: services, listener: settings.listeners[listener.name] ?? lc, metrics: listener.metrics)
+                return channel.eventLoop.makeCompletedFuture { try setup.configure(channel) }
             }
         let channel: Channel
         do {
@@ -210,8 +214,15 @@ public final class ProximaServer: Sendable {
     private func apply(_ config: ProximaConfiguration) async throws {
         let (oldConfig, oldListeners, oldLog) = state.withLock { ($0.config, $0.listeners, $0.accessLog) }
         let log = config.logging.access == oldConfig.logging.access ? oldLog : try Self.makeAccessLog(config)
-        let admin = state.withLock { $0.admin }
-        let settings = RuntimeSettings(config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress))
+        let (admin, previousUpstreams) = state.withLock { ($0.admin, $0.upstreams) }
+        let settings: RuntimeSettings
+        do {
+            settings = try RuntimeSettings(
+                config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress), previousUpstreams: previousUpstreams)
+        } catch {
+            if log !== oldLog { log.shutdown() }
+            throw error
+        }
         var kept: [Listener] = []
         var added: [Listener] = []
         do {
@@ -294,6 +305,11 @@ public final class ProximaServer: Sendable {
     /// Each upstream group's servers, as the balancer sees them now.
     public var upstreamStatus: [String: [UpstreamServerStatus]] {
         state.withLock { $0.upstreams }.byName.mapValues { $0.snapshot() }
+    }
+
+    /// Requests waiting in each upstream group's queue.
+    public var upstreamQueues: [String: Int] {
+        state.withLock { $0.upstreams }.byName.mapValues { $0.queueLength }
     }
 
     /// Reopens the access-log files at their paths (SIGUSR1, after logrotate moved them).

@@ -60,8 +60,23 @@ final class RuntimeSettings: Sendable {
     /// `limits.request_body` in bytes (nil: none).
     let maxRequestBody: Int?
     let upstreams: UpstreamGroups
+    /// Certificates of the TLS listeners, by listener name.
+    let listenerTLS: [String: ListenerTLS]
+    /// Each listener's settings by name (a listener kept across a reload takes the new ones).
+    let listeners: [String: ListenerConfig]
 
-    init(config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints()) {
+    /// Throws when a certificate, key or CA file cannot be used (a start fails, a reload is
+    /// refused and the running configuration stays).
+    init(
+        config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints(),
+        previousUpstreams: UpstreamGroups? = nil
+    ) throws {
+        var tls: [String: ListenerTLS] = [:]
+        for l in config.listeners {
+            if let t = l.tls { tls[l.name] = try ListenerTLS(t, listener: l.name, http2: l.speaksHTTP2) }
+        }
+        self.listenerTLS = tls
+        self.listeners = Dictionary(config.listeners.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         self.protectedEndpoints = protectedEndpoints
         self.auth = config.auth
         self.blocklists = BlockListSet(config.blocklists)
@@ -80,7 +95,7 @@ final class RuntimeSettings: Sendable {
         self.trustedProxies = config.proxy.trustedProxies
         self.addsForwarded = config.proxy.forwarded
         self.maxRequestBody = config.limits.requestBody?.bytes
-        self.upstreams = UpstreamGroups(config.upstreams)
+        self.upstreams = try UpstreamGroups(config.upstreams, previous: previousUpstreams)
         self.authCache = AuthCache(ttlSeconds: Int((config.auth?.cacheTTL.nanoseconds ?? 0) / 1_000_000_000))
         self.logsRequestID = config.logging.access.contains {
             $0.template.map { $0.source.contains("request_id") } ?? ($0.format == .json)

@@ -148,3 +148,79 @@ struct ReverseConfigTests {
         #expect(issues("upstreams:\n  - name: a\n    health_check: {interval: 1ms}\n    servers:\n      - {address: 10.0.0.1:80}\n").map(\.path) == ["upstreams[0].health_check.interval"])
     }
 }
+
+@Suite("Configuration: TLS, HTTP/2, HTTPS back-ends, queues")
+struct TLSConfigTests {
+    /// Real files are needed: the loader checks that certificate, key and CA files are readable.
+    static func withFiles<T>(_ body: (String, String) throws -> T) rethrows -> T {
+        let id = UUID().uuidString
+        let cert = NSTemporaryDirectory() + "/proxima-cert-\(id).pem"
+        let key = NSTemporaryDirectory() + "/proxima-key-\(id).pem"
+        _ = FileManager.default.createFile(atPath: cert, contents: Data("not checked by the loader\n".utf8))
+        _ = FileManager.default.createFile(atPath: key, contents: Data("not checked by the loader\n".utf8))
+        defer {
+            try? FileManager.default.removeItem(atPath: cert)
+            try? FileManager.default.removeItem(atPath: key)
+        }
+        return try body(cert, key)
+    }
+
+    @Test func loadsAndRoundTrips() throws {
+        try Self.withFiles { cert, key in
+            let yaml = """
+                listeners:
+                  - name: https
+                    role: reverse
+                    address: 0.0.0.0:8443
+                    tls:
+                      min_version: "1.3"
+                      certificates:
+                        - {certificate: \(cert), key: \(key)}
+                        - {certificate: \(cert), key: \(key), names: [API.example.com]}
+                  - name: http
+                    role: reverse
+                    address: 0.0.0.0:8080
+                    redirect_https: 8443
+                  - name: plain
+                    role: reverse
+                    address: 0.0.0.0:8081
+                    http2: false
+                  - name: fwd
+                    role: forward
+                    address: 127.0.0.1:3128
+                upstreams:
+                  - name: secure
+                    queue: 100
+                    queue_timeout: 2s
+                    tls: {ca: \(cert), server_name: app.internal}
+                    servers:
+                      - {address: "https://10.0.0.1", max_connections: 10}
+                      - {address: "https://app2.internal:8443"}
+                  - name: lab
+                    tls: {insecure_skip_verify: true}
+                    servers: [{address: 10.0.0.5:443}]
+                routes:
+                  - {name: all, upstream: secure}
+                """
+            let c = try ConfigLoader.load(yaml: yaml).get()
+            let tls = try #require(c.listeners[0].tls)
+            #expect(tls.minVersion == .tls13 && tls.certificates.count == 2 && tls.certificates[1].names == ["api.example.com"])
+            #expect(c.listeners[0].speaksHTTP2 && c.listeners[1].redirectHTTPS == 8443 && !c.listeners[2].speaksHTTP2 && !c.listeners[3].speaksHTTP2)
+            let secure = c.upstreams[0]
+            #expect(secure.queueLimit == 100 && secure.queueTimeout == 2)
+            #expect(secure.tls?.ca == cert && secure.tls?.serverName == "app.internal" && secure.tls?.insecureSkipVerify == false)
+            #expect(secure.servers.map(\.port) == [443, 8443] && secure.servers[0].host == "10.0.0.1")
+            #expect(c.upstreams[1].tls?.insecureSkipVerify == true)
+            #expect(try ConfigLoader.load(yaml: c.yaml()).get() == c, "\(c.yaml())")
+        }
+    }
+
+    @Test func mistakes() {
+        #expect(issues("listeners:\n  - {role: reverse, address: 127.0.0.1:0, tls: {certificates: []}}\nroutes:\n  - {respond: {status: 200}}\n").map(\.path) == ["listeners[0].tls.certificates"])
+        #expect(issues("listeners:\n  - {role: reverse, address: 127.0.0.1:0, tls: {certificates: [{certificate: /nonexistent.pem, key: /nonexistent.key}]}}\nroutes:\n  - {respond: {status: 200}}\n").map(\.path) == ["listeners[0].tls.certificates[0].certificate", "listeners[0].tls.certificates[0].key"])
+        #expect(issues("listeners:\n  - {role: forward, address: 127.0.0.1:0, redirect_https: true}\n").map(\.path) == ["listeners[0].redirect_https"])
+        #expect(issues("upstreams:\n  - name: a\n    servers:\n      - {address: \"https://10.0.0.1\"}\n      - {address: 10.0.0.2:80}\n").map(\.path) == ["upstreams[0].servers"])
+        #expect(issues("upstreams:\n  - name: a\n    tls: {ca: /nonexistent.pem}\n    servers:\n      - {address: 10.0.0.2:443}\n").map(\.path) == ["upstreams[0].tls.ca"])
+        #expect(issues("upstreams:\n  - name: a\n    queue: -1\n    servers:\n      - {address: 10.0.0.2:443}\n").map(\.path) == ["upstreams[0].queue"])
+    }
+}

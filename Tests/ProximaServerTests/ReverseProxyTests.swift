@@ -262,6 +262,56 @@ struct LimitTests {
     }
 }
 
+@Suite("Reverse proxy: connection limits and the queue")
+struct UpstreamQueueTests {
+    /// One server taking one request at a time, a queue of one: `/slow` holds the slot (the
+    /// origin never answers it; the route gives up after `slowTimeout`).
+    static func configure(_ c: inout ProximaConfiguration, origin: Int, queueTimeout: Double, slowTimeout: Double) {
+        c.listeners = [ListenerConfig(name: "web", role: .reverse, address: ListenAddress(host: "127.0.0.1", port: 0))]
+        c.access = AccessPolicy(rules: [AccessRule(name: "anyone", action: .allow, clients: [CIDR("0.0.0.0/0")!])])
+        var group = UpstreamGroupConfig(name: "app", servers: [Backend(host: "127.0.0.1", port: origin, maxConnections: 1)])
+        group.retries = 0
+        group.queueLimit = 1
+        group.queueTimeout = queueTimeout
+        c.upstreams = [group]
+        var slow = Route(name: "slow", action: .upstream("app"))
+        slow.path = .prefix("/slow")
+        slow.timeout = slowTimeout
+        c.routes = RouteTable([slow, Route(name: "rest", action: .upstream("app"))])
+    }
+
+    @Test func aQueuedRequestTakesTheNextFreeSlot() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.configure(&$0, origin: origin.port, queueTimeout: 30, slowTimeout: 1) }) { proxy in
+            async let holder = send(proxy, ["GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"])
+            #expect(await eventually { origin.connectionsOpen == 1 })
+            async let queued = send(proxy, ["GET /bytes/3 HTTP/1.1\r\nHost: a\r\n\r\n"])
+            #expect(await eventually { proxy.server.upstreamQueues["app"] == 1 })
+            // The queue is full: answered at once.
+            let refused = try #require(try await send(proxy, ["GET /bytes/4 HTTP/1.1\r\nHost: a\r\n\r\n"]).replies.first)
+            #expect(refused.status == 503 && refused.body.contains("queue is full"), "\(refused.body)")
+            let (first, second) = try await (holder, queued)
+            #expect(first.replies.first?.status == 504)
+            #expect(second.replies.first?.status == 200 && second.replies.first?.body == "abc")
+            #expect(proxy.server.upstreamQueues["app"] == 0)
+        }
+    }
+
+    @Test func aRequestWaitsNoLongerThanTheQueueTimeout() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.configure(&$0, origin: origin.port, queueTimeout: 0.2, slowTimeout: 3) }) { proxy in
+            async let holder = send(proxy, ["GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"])
+            #expect(await eventually { origin.connectionsOpen == 1 })
+            let waited = try #require(try await send(proxy, ["GET /bytes/3 HTTP/1.1\r\nHost: a\r\n\r\n"]).replies.first)
+            #expect(waited.status == 503 && waited.body.contains("stayed busy for 0.2s"), "\(waited.body)")
+            #expect(proxy.server.upstreamQueues["app"] == 0)
+            _ = try await holder
+        }
+    }
+}
+
 /// The request head the back-end saw.
 final class SeenHead: Sendable {
     let text = Mutex("")
