@@ -36,7 +36,9 @@ final class UpstreamGroup: Sendable {
         targets = config.servers.map { RequestTarget(scheme: scheme, host: $0.host, port: $0.port, pathAndQuery: "/", explicitPort: true) }
         tls = try config.tls.map { try UpstreamTLS($0, group: config.name) }
         var health = Array(repeating: ServerHealth(), count: config.servers.count)
-        if let previous {
+        // Without checks nothing would ever bring a server back up, so state carries over only
+        // to a group that still has them.
+        if let previous, config.activeCheck != nil {
             let old = previous.state.withLock { $0.health }
             for (i, server) in config.servers.enumerated() {
                 if let j = previous.config.servers.firstIndex(where: { $0.name == server.name }) { health[i] = old[j] }

@@ -159,6 +159,36 @@ struct HealthCheckTests {
         await b.stop()
     }
 
+    /// A reload keeps what the checks learnt: a server found down stays down, instead of being
+    /// taken as up again until enough checks fail anew.
+    @Test func healthSurvivesAReload() async throws {
+        let a = try await TestOrigin.start()
+        let b = try await TestOrigin.start()
+        defer { Task { await a.stop() } }
+        try await ProxyHarness.withProxy({ c in
+            ReverseProxyTests.configure(&c, [a, b])
+            var check = ActiveCheckPolicy()
+            check.path = "/status/204"
+            check.interval = 0.05
+            check.timeout = 3
+            check.fall = 2
+            c.upstreams[0].activeCheck = check
+        }) { proxy in
+            func usable() -> [Bool] { proxy.server.upstreamStatus["app"]?.map(\.usable) ?? [] }
+            await b.kill()
+            #expect(await eventually { usable() == [true, false] })
+            // After the reload one check runs at once and the next an hour later: with fall 2,
+            // only the carried-over state can keep b down.
+            var next = proxy.server.configuration
+            next.listeners[0].address.port = proxy.port
+            next.upstreams[0].activeCheck?.interval = 3600
+            try await proxy.server.reload(next)
+            #expect(usable() == [true, false])
+            let (failures, servedBy) = try await ReverseProxyTests.getMany(proxy, 10)
+            #expect(failures == 0 && servedBy == [String(a.port): 10], "\(servedBy)")
+        }
+    }
+
     /// Every server down by its checks: requests still go out (Envoy's panic mode), and a live
     /// one answers.
     @Test func whenAllAreDownTheyAreTriedAnyway() async throws {
