@@ -376,6 +376,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if quiescing { cur.clientKeepAlive = false }
         cur.maxBody = settings.maxRequestBody
         cur.responseTimeout = settings.responseTimeout
+        // WebSocket and other upgrades, in both roles: `Upgrade` is passed on and a `101` turns
+        // the connection into a tunnel. An HTTP/2 stream cannot switch protocols.
+        cur.upgradeRequested = !head.connection.others.isEmpty && !isHTTP2Stream && head.version == .http11
+            && head.connection.others.contains { $0.lowercased() == "upgrade" } && head.firstValue("upgrade") != nil
         current = cur
         phase = .connecting
 
@@ -550,8 +554,6 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         cur.queueTimer?.cancel()
         let pathAndQuery = route.rewrite(head.target)
-        cur.upgradeRequested = head.version == .http11 && head.firstValue("upgrade") != nil
-            && head.connection.others.contains { $0.lowercased() == "upgrade" }
         var tried = ServerSet()
         tried.insert(server)
         cur.reverse = ReverseTarget(

@@ -1,0 +1,95 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// A WebSocket echo server for tests, on NIOWebSocket (an implementation independent of the
+/// proxy's): `/ws/echo` upgrades and echoes every text and binary message; `/ws/page.html` is
+/// a page whose script opens a WebSocket to `/ws/echo` on the host it was loaded from, sends a
+/// message and writes what came back into `data-result` on its body (for headless Chromium).
+public final class WebSocketOrigin: Sendable {
+    public let channel: Channel
+    public let port: Int
+    public var url: String { "http://127.0.0.1:\(port)" }
+
+    static let page = """
+        <!doctype html><html><head><title>ws</title></head><body data-result="pending"><script>
+        const ws = new WebSocket("ws://" + location.host + "/ws/echo");
+        ws.onopen = () => ws.send("hello through proxima");
+        ws.onmessage = (e) => { document.body.setAttribute("data-result", "echo:" + e.data); ws.close(); };
+        ws.onerror = () => document.body.setAttribute("data-result", "error");
+        </script></body></html>
+        """
+
+    init(channel: Channel, port: Int) {
+        self.channel = channel
+        self.port = port
+    }
+
+    public static func start(group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> WebSocketOrigin {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                let upgrader = NIOWebSocketServerUpgrader(
+                    shouldUpgrade: { channel, head in
+                        channel.eventLoop.makeSucceededFuture(head.uri == "/ws/echo" ? HTTPHeaders() : nil)
+                    },
+                    upgradePipelineHandler: { channel, _ in
+                        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(WebSocketEcho()) }
+                    })
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                            context.pipeline.removeHandler(name: "page", promise: nil)
+                        }))
+                    try channel.pipeline.syncOperations.addHandler(PageHandler(), name: "page")
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return WebSocketOrigin(channel: channel, port: channel.localAddress?.port ?? 0)
+    }
+
+    public func stop() async {
+        try? await channel.close()
+    }
+
+    /// Serves the page (any path that is not an upgrade).
+    final class PageHandler: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .end = unwrapInboundIn(data) else { return }
+            let body = ByteBuffer(string: WebSocketOrigin.page)
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "text/html; charset=utf-8")
+            headers.add(name: "Content-Length", value: String(body.readableBytes))
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+
+    /// Echoes data frames, answers pings, closes when asked.
+    final class WebSocketEcho: ChannelInboundHandler {
+        typealias InboundIn = WebSocketFrame
+        typealias OutboundOut = WebSocketFrame
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let frame = unwrapInboundIn(data)
+            switch frame.opcode {
+            case .text, .binary, .continuation:
+                let reply = WebSocketFrame(fin: frame.fin, opcode: frame.opcode, data: frame.unmaskedData)
+                context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+            case .ping:
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+            case .connectionClose:
+                let close = WebSocketFrame(fin: true, opcode: .connectionClose, data: frame.unmaskedData)
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(close)).whenComplete { _ in channel.close(promise: nil) }
+            default:
+                break
+            }
+        }
+    }
+}
