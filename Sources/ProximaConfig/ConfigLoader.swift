@@ -85,6 +85,8 @@ final class NodeReader {
     var issues: [ConfigIssue] = []
     /// Line of each listener's `address`, for problems found when looking at all listeners.
     var listenerAddressLines: [Int: Int] = [:]
+    /// `routes[].headers`, by route name.
+    var routeHeaderRules: [String: [HeaderRule]] = [:]
 
     func fail(_ path: String, _ node: Node?, _ message: String) {
         issues.append(ConfigIssue(path: path, line: node?.mark?.line, message: message))
@@ -340,7 +342,9 @@ final class NodeReader {
             case "blocklists": c.blocklists = readBlockLists(node, path)
             case "filtering": c.filtering = readFiltering(node, path)
             case "upstreams": c.upstreams = readUpstreams(node, path)
-            case "routes": c.routes = RouteTable(readRoutes(node, path))
+            case "routes":
+                c.routes = RouteTable(readRoutes(node, path))
+                c.routeHeaderRules = routeHeaderRules
             case "header_rules": c.headerRules = readHeaderRules(node, path)
             case "pages": c.pages = readPages(node, path)
             default:
@@ -551,13 +555,15 @@ final class NodeReader {
         var routes: [Route] = []
         sequence(node, path) { i, item, p in
             var route = Route(name: "route-\(i)", action: .respond(status: 404, body: "", contentType: "text/plain"))
+            var headers: [HeaderRule] = []
             var actions = 0
             var paths = 0
             mapping(item, p, keys: [
                 "name", "hosts", "path_prefix", "path_exact", "path_regex", "methods", "upstream", "redirect", "respond",
-                "replace_prefix", "host_header", "timeout", "max_body",
+                "replace_prefix", "host_header", "timeout", "max_body", "headers",
             ]) { k, n, kp in
                 switch k {
+                case "headers": headers = readHeaderRules(n, kp)
                 case "timeout":
                     if let v = duration(n, kp) {
                         if v.nanoseconds <= 0 { fail(kp, n, "must be longer than 0") } else { route.timeout = Double(v.nanoseconds) / 1e9 }
@@ -609,6 +615,8 @@ final class NodeReader {
             if route.replacePrefix != nil, case .prefix = route.path {} else if route.replacePrefix != nil {
                 fail(p + ".replace_prefix", item, "needs path_prefix")
             }
+            if routes.contains(where: { $0.name == route.name }) { fail(p + ".name", item, "the name '\(route.name)' is used by an earlier route") }
+            if !headers.isEmpty { routeHeaderRules[route.name] = headers }
             routes.append(route)
         }
         return routes
@@ -639,18 +647,23 @@ final class NodeReader {
             var removes: [HeaderRule] = []
             var replaces: [HeaderRule] = []
             var sets: [HeaderRule] = []
-            mapping(dn, dp, keys: ["remove", "set", "replace"]) { k, n, kp in
+            var adds: [HeaderRule] = []
+            mapping(dn, dp, keys: ["remove", "set", "add", "replace"]) { k, n, kp in
                 switch k {
                 case "remove":
                     for (name, sn, sp) in stringList(n, kp) {
                         if fieldName(name, sn, sp, wildcard: true) { removes.append(HeaderRule(direction: direction, name: name, action: .remove)) }
                     }
-                case "set":
+                case "set", "add":
                     guard case .mapping(let m) = n else { return fail(kp, n, "must be a mapping of field names to values") }
                     for (keyNode, valueNode) in m {
                         guard let name = keyNode.string, fieldName(name, keyNode, kp, wildcard: false), let value = string(valueNode, kp + "." + name) else { continue }
                         if value.utf8.contains(where: { $0 < 0x20 && $0 != 0x09 }) { fail(kp + "." + name, valueNode, "must not contain control characters"); continue }
-                        sets.append(HeaderRule(direction: direction, name: name, action: .set(value)))
+                        if k == "set" {
+                            sets.append(HeaderRule(direction: direction, name: name, action: .set(value)))
+                        } else {
+                            adds.append(HeaderRule(direction: direction, name: name, action: .add(value)))
+                        }
                     }
                 default:
                     sequence(n, kp) { _, item, ip in
@@ -678,7 +691,7 @@ final class NodeReader {
                     }
                 }
             }
-            rules += removes + replaces + sets
+            rules += removes + replaces + sets + adds
         }
         return rules
     }

@@ -152,29 +152,13 @@ extension ProximaConfiguration {
                 out += "    host_header: \(r.hostHeader.rawValue)\n"
                 if let t = r.timeout { out += "    timeout: \(TimeSpan.milliseconds(Int64((t * 1000).rounded())))\n" }
                 if let b = r.maxBody { out += "    max_body: \(ByteSize(bytes: b))\n" }
+                if let rules = routeHeaderRules[r.name], !rules.isEmpty {
+                    out += "    headers:\n" + Self.renderHeaderRules(rules, indent: "      ")
+                }
             }
         }
         out += "filtering:\n  element_hiding: \(filtering.elementHiding)\n  public_suffix_list: \(quoted(filtering.publicSuffixList ?? ""))\n"
-        if !headerRules.isEmpty {
-            out += "header_rules:\n"
-            for direction in HeaderRule.Direction.allCases {
-                let rules = headerRules.filter { $0.direction == direction }
-                if rules.isEmpty { continue }
-                out += "  \(direction.rawValue):\n"
-                let removes = rules.filter { $0.action == .remove }.map { quoted($0.name) }
-                if !removes.isEmpty { out += "    remove: \(list(removes))\n" }
-                let replaces = rules.compactMap { r -> String? in
-                    guard case .replace(let p, let with) = r.action else { return nil }
-                    return "      - {name: \(quoted(r.name)), pattern: \(quoted(p.source)), with: \(quoted(with))}\n"
-                }
-                if !replaces.isEmpty { out += "    replace:\n" + replaces.joined() }
-                let sets = rules.compactMap { r -> String? in
-                    guard case .set(let v) = r.action else { return nil }
-                    return "      \(quoted(r.name)): \(quoted(v))\n"
-                }
-                if !sets.isEmpty { out += "    set:\n" + sets.joined() }
-            }
-        }
+        if !headerRules.isEmpty { out += "header_rules:\n" + Self.renderHeaderRules(headerRules, indent: "  ") }
         if let dir = pages.directory { out += "pages:\n  directory: \(quoted(dir))\n" }
         if let auth {
             out += "auth:\n  realm: \(quoted(auth.realm))\n  users_file: \(quoted(auth.users.path))\n"
@@ -182,6 +166,34 @@ extension ProximaConfiguration {
             out += "  cache_ttl: \(auth.cacheTTL)\n"
         }
         out += "workers: \(workers.map(String.init) ?? "auto")\n"
+        return out
+    }
+
+    /// `{request: {remove, replace, set, add}, response: …}` at `indent`.
+    static func renderHeaderRules(_ all: [HeaderRule], indent: String) -> String {
+        var out = ""
+        for direction in HeaderRule.Direction.allCases {
+            let rules = all.filter { $0.direction == direction }
+            if rules.isEmpty { continue }
+            out += "\(indent)\(direction.rawValue):\n"
+            let removes = rules.filter { $0.action == .remove }.map { quoted($0.name) }
+            if !removes.isEmpty { out += "\(indent)  remove: \(list(removes))\n" }
+            let replaces = rules.compactMap { r -> String? in
+                guard case .replace(let p, let with) = r.action else { return nil }
+                return "\(indent)    - {name: \(quoted(r.name)), pattern: \(quoted(p.source)), with: \(quoted(with))}\n"
+            }
+            if !replaces.isEmpty { out += "\(indent)  replace:\n" + replaces.joined() }
+            let sets = rules.compactMap { r -> String? in
+                guard case .set(let v) = r.action else { return nil }
+                return "\(indent)    \(quoted(r.name)): \(quoted(v))\n"
+            }
+            if !sets.isEmpty { out += "\(indent)  set:\n" + sets.joined() }
+            let adds = rules.compactMap { r -> String? in
+                guard case .add(let v) = r.action else { return nil }
+                return "\(indent)    \(quoted(r.name)): \(quoted(v))\n"
+            }
+            if !adds.isEmpty { out += "\(indent)  add:\n" + adds.joined() }
+        }
         return out
     }
 }

@@ -33,6 +33,9 @@ public struct ProximaConfiguration: Sendable, Equatable {
     public var filtering = FilteringConfig()
     /// Header rules for requests to origins and responses to clients, in order.
     public var headerRules: [HeaderRule] = []
+    /// Each route's own header rules (`routes[].headers`), by route name, applied after
+    /// `headerRules`.
+    public var routeHeaderRules: [String: [HeaderRule]] = [:]
     /// The proxy's own pages (errors, denials, blocks): built in, or templates from a directory.
     public var pages = PageTemplates()
     /// Event-loop threads (nginx's worker_processes). nil: one per CPU this process may run on

@@ -11,6 +11,8 @@ public struct HeaderRule: Sendable, Equatable, CustomStringConvertible {
         case remove
         /// Drop every field of that name and send one with this value instead.
         case set(String)
+        /// Send one more field with this value, keeping those received (nginx's `add_header`).
+        case add(String)
         /// In every field of that name, replace what the pattern matches (all occurrences).
         case replace(HeaderValuePattern, with: String)
     }
@@ -35,6 +37,7 @@ public struct HeaderRule: Sendable, Equatable, CustomStringConvertible {
         switch action {
         case .remove: return "\(direction.rawValue) remove \(name)"
         case .set(let v): return "\(direction.rawValue) set \(name): \(v)"
+        case .add(let v): return "\(direction.rawValue) add \(name): \(v)"
         case .replace(let p, let w): return "\(direction.rawValue) replace \(name) /\(p.source)/ → \(w)"
         }
     }
@@ -104,6 +107,8 @@ public struct HeaderEdit: Sendable {
                 if case .set(let value) = rule.action, !rule.name.hasSuffix("*") {
                     added.append((Self.displayName(rule.name), Self.clean(value)))
                 }
+            case .add(let value):
+                added.append((Self.displayName(rule.name), Self.clean(value)))
             case .replace(let pattern, let replacement):
                 for (i, field) in current.enumerated() {
                     guard let f = field, rule.applies(to: f.lower) else { continue }

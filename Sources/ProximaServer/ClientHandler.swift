@@ -967,7 +967,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var out = conn.channel.allocator.buffer(capacity: cur.head.bytes.readableBytes + 128)
         // Element hiding must read the page: ask for it uncompressed (Privoxy's
         // prevent-compression).
-        let rules = settings.requestHeaderRules
+        var rules = settings.requestHeaderRules
+        if !settings.routeRequestRules.isEmpty, let r = cur.reverse, let own = settings.routeRequestRules[r.route.name] { rules += own }
         let edit = rules.isEmpty && cur.cosmetics == nil
             ? HeaderEdit()
             : HeaderEdit(
@@ -1297,8 +1298,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             if take <= Self.coalescedBodyLimit { coalesced = take }
         }
         var out = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + (settings.via?.utf8.count ?? 0) + 128 + coalesced)
-        let edit = settings.responseHeaderRules.isEmpty
-            ? HeaderEdit() : HeaderEdit(rules: settings.responseHeaderRules, bytes: head.bytes, fields: head.fields)
+        var rules = settings.responseHeaderRules
+        if !settings.routeResponseRules.isEmpty, let r = cur.reverse, let own = settings.routeResponseRules[r.route.name] { rules += own }
+        let edit = rules.isEmpty ? HeaderEdit() : HeaderEdit(rules: rules, bytes: head.bytes, fields: head.fields)
         HeadWriter.writeClientResponse(head, framing: framing, via: settings.via, connection: connection, edit: edit, into: &out)
         if coalesced > 0, case .length(let remaining) = cur.response {
             var slice = body.readSlice(length: coalesced)!

@@ -53,6 +53,9 @@ final class RuntimeSettings: Sendable {
     let elementHiding: Bool
     let requestHeaderRules: [HeaderRule]
     let responseHeaderRules: [HeaderRule]
+    /// Routes' own rules by route name, applied after the global ones.
+    let routeRequestRules: [String: [HeaderRule]]
+    let routeResponseRules: [String: [HeaderRule]]
     let pages: PageTemplates
     let routes: RouteTable
     let trustedProxies: [CIDR]
@@ -90,6 +93,8 @@ final class RuntimeSettings: Sendable {
         self.elementHiding = config.filtering.elementHiding && !blocklists.cosmetics.isEmpty
         self.requestHeaderRules = config.headerRules.filter { $0.direction == .request }
         self.responseHeaderRules = config.headerRules.filter { $0.direction == .response }
+        self.routeRequestRules = config.routeHeaderRules.mapValues { $0.filter { $0.direction == .request } }.filter { !$0.value.isEmpty }
+        self.routeResponseRules = config.routeHeaderRules.mapValues { $0.filter { $0.direction == .response } }.filter { !$0.value.isEmpty }
         self.pages = config.pages
         self.routes = config.routes
         self.trustedProxies = config.proxy.trustedProxies

@@ -114,6 +114,9 @@ struct ReverseConfigTests {
             upstream: app
             replace_prefix: /
             host_header: upstream
+            headers:
+              request: {set: {X-Route: api}, remove: [Cookie]}
+              response: {add: {Strict-Transport-Security: max-age=63072000}, remove: [Server]}
           - name: rest
             upstream: sticky
         """
@@ -133,12 +136,17 @@ struct ReverseConfigTests {
         #expect(c.routes.routes.map(\.name) == ["ping", "old", "api", "rest"])
         #expect(c.routes.routes[2].methods == ["GET", "POST"] && c.routes.routes[2].hostHeader == .upstream)
         #expect(c.routes.route(host: "x.api.example.com", pathAndQuery: "/api/v1", method: "GET")?.rewrite("/api/v1") == "/v1")
+        #expect(c.routeHeaderRules["api"]?.map(\.description) == [
+            "request remove cookie", "request set x-route: api", "response remove server", "response add strict-transport-security: max-age=63072000",
+        ])
         #expect(try ConfigLoader.load(yaml: c.yaml()).get() == c, "\(c.yaml())")
     }
 
     @Test func mistakes() {
         #expect(issues("listeners:\n  - role: reverse\n    address: 127.0.0.1:0\n").map(\.path) == ["routes"])
         #expect(issues("routes:\n  - upstream: nope\n").map(\.path) == ["routes[0].upstream"])
+        #expect(issues("routes:\n  - {name: a, respond: {status: 200}}\n  - {name: a, respond: {status: 200}}\n").map(\.path) == ["routes[1].name"])
+        #expect(issues("routes:\n  - {respond: {status: 200}, headers: {request: {set: {Host: x}}}}\n").map(\.path) == ["routes[0].headers.request.set"])
         #expect(issues("routes:\n  - respond: {status: 200}\n    redirect: {to: \"/x\"}\n").map(\.path) == ["routes[0]"])
         #expect(issues("routes:\n  - path_exact: /a\n    replace_prefix: /\n    respond: {status: 200}\n").map(\.path) == ["routes[0].replace_prefix"])
         #expect(issues("upstreams:\n  - name: a\n    servers: []\n").map(\.path) == ["upstreams[0]"])

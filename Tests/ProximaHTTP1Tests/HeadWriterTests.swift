@@ -192,6 +192,15 @@ struct HeaderRuleTests {
         #expect(out.hasSuffix("\r\n\r\n"))
     }
 
+    @Test func addKeepsWhatWasReceived() throws {
+        let out = try rewritten(Self.request, [
+            HeaderRule(direction: .request, name: "Accept", action: .add("text/html")),
+            HeaderRule(direction: .request, name: "X-Route", action: .add("api\r\nX-Evil: 1")),
+        ])
+        #expect(out.contains("Accept: */*\r\n") && out.contains("Accept: text/html\r\n"), "\(out)")
+        #expect(out.contains("X-Route: apiX-Evil: 1\r\n") && !out.contains("\nX-Evil"), "no field smuggled: \(out)")
+    }
+
     @Test func noRulesCopiesTheHeadUntouched() throws {
         #expect(try rewritten(Self.request, []) == (try rewritten(Self.request, [HeaderRule(direction: .request, name: "x-absent", action: .remove)])))
         #expect(!(try rewritten(Self.request, [], extra: ["accept-encoding"])).contains("Accept-Encoding"))

@@ -5,6 +5,7 @@ import Synchronization
 import ProximaAuth
 import ProximaBalance
 import ProximaConfig
+import ProximaHTTP1
 import ProximaPolicy
 import ProximaTesting
 import Testing
@@ -84,6 +85,36 @@ struct ReverseProxyTests {
             // Absolute-form requests are for forward proxies.
             let absolute = try await ask("www.example", "http://www.example/bytes/1")
             #expect(absolute.status == 400)
+        }
+    }
+
+    /// A route's own header rules apply on top of the global ones, to its requests only.
+    @Test func routesCarryTheirOwnHeaderRules() async throws {
+        let origin = try await TestOrigin.start()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ c in
+            Self.configure(&c, [origin])
+            c.headerRules = [HeaderRule(direction: .response, name: "X-Powered-By", action: .remove)]
+            c.routeHeaderRules["api"] = [
+                HeaderRule(direction: .request, name: "X-Route", action: .set("api")),
+                HeaderRule(direction: .request, name: "Cookie", action: .remove),
+                HeaderRule(direction: .response, name: "Server", action: .remove),
+                HeaderRule(direction: .response, name: "Strict-Transport-Security", action: .add("max-age=63072000")),
+            ]
+        }) { proxy in
+            func ask(_ host: String, _ path: String) async throws -> Reply {
+                try #require(try await send(proxy, ["GET \(path) HTTP/1.1\r\nHost: \(host)\r\nCookie: session=1\r\n\r\n"]).replies.first)
+            }
+            let api = try await ask("api.example", "/api/headers")
+            #expect(api.body.contains("X-Route: api") && !api.body.lowercased().contains("cookie"), "\(api.body)")
+            #expect(api.header("strict-transport-security") == "max-age=63072000")
+            let apiPage = try await ask("api.example", "/api/html")
+            #expect(apiPage.header("server") == nil && apiPage.header("x-powered-by") == nil)
+            let site = try await ask("www.example", "/headers")
+            #expect(!site.body.contains("X-Route") && site.body.lowercased().contains("cookie: session=1"))
+            #expect(site.header("strict-transport-security") == nil)
+            let sitePage = try await ask("www.example", "/html")
+            #expect(sitePage.header("server") == "test-origin/1.0" && sitePage.header("x-powered-by") == nil)
         }
     }
 
