@@ -46,6 +46,9 @@ public struct Route: Sendable, Equatable {
     public var hosts: [String] = []
     public var path: PathMatch = .any
     public var methods: Set<String>?
+    /// Request fields that must be present (pattern nil) or match (searched, as access rules'
+    /// `headers`; anchor with ^ and $).
+    public var headers: [HeaderMatch] = []
     public var action: Action
     /// With a prefix match: the prefix is replaced by this before the request goes on
     /// (`/api/` → `/`: strip). nil: the path is passed as it is.
@@ -56,13 +59,28 @@ public struct Route: Sendable, Equatable {
     /// Largest request body for this route, bytes (nil: `limits.request_body`).
     public var maxBody: Int?
 
+    public struct HeaderMatch: Sendable, Equatable {
+        /// Lowercase.
+        public let name: String
+        public let pattern: PathPattern?
+        public init(name: String, pattern: PathPattern? = nil) {
+            self.name = name.lowercased()
+            self.pattern = pattern
+        }
+    }
+
     public init(name: String, action: Action) {
         self.name = name
         self.action = action
     }
 
-    public func matches(host: String, path requestPath: Substring, method: String) -> Bool {
+    /// `header` gives a request field's first value by lowercase name.
+    public func matches(host: String, path requestPath: Substring, method: String, header: (String) -> String? = { _ in nil }) -> Bool {
         if let methods, !methods.contains(method) { return false }
+        for h in headers {
+            guard let value = header(h.name) else { return false }
+            if let p = h.pattern, (try? p.regex.firstMatch(in: value)) == nil { return false }
+        }
         if !hosts.isEmpty, !hosts.contains(where: { Self.hostMatches($0, host) }) { return false }
         switch path {
         case .any: return true
@@ -110,8 +128,8 @@ public struct RouteTable: Sendable, Equatable {
     public init(_ routes: [Route]) { self.routes = routes }
 
     /// `host` without port, lowercase; `pathAndQuery` as received.
-    public func route(host: String, pathAndQuery: String, method: String) -> Route? {
+    public func route(host: String, pathAndQuery: String, method: String, header: (String) -> String? = { _ in nil }) -> Route? {
         let path = pathAndQuery.prefix { $0 != "?" }
-        return routes.first { $0.matches(host: host, path: path, method: method) }
+        return routes.first { $0.matches(host: host, path: path, method: method, header: header) }
     }
 }

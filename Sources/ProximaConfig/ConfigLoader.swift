@@ -560,10 +560,12 @@ final class NodeReader {
             var paths = 0
             mapping(item, p, keys: [
                 "name", "hosts", "path_prefix", "path_exact", "path_regex", "methods", "upstream", "redirect", "respond",
-                "replace_prefix", "host_header", "timeout", "max_body", "headers",
+                "replace_prefix", "host_header", "timeout", "max_body", "headers", "header_rules",
             ]) { k, n, kp in
                 switch k {
-                case "headers": headers = readHeaderRules(n, kp)
+                case "header_rules": headers = readHeaderRules(n, kp)
+                case "headers":
+                    route.headers = headerConditions(n, kp) { name, pattern in try Route.HeaderMatch(name: name, pattern: pattern.map(PathPattern.init)) }
                 case "timeout":
                     if let v = duration(n, kp) {
                         if v.nanoseconds <= 0 { fail(kp, n, "must be longer than 0") } else { route.timeout = Double(v.nanoseconds) / 1e9 }
@@ -636,6 +638,35 @@ final class NodeReader {
             }
         }
         return f
+    }
+
+    /// `headers: {Name: pattern, Other: null}` (null: the field is present), for access rules
+    /// and routes; `make` builds the condition from a name and a pattern's source.
+    func headerConditions<T>(_ n: Node, _ kp: String, _ make: (String, String?) throws -> T) -> [T] {
+        guard case .mapping(let hm) = n else {
+            fail(kp, n, "must map header names to patterns (or null for presence)")
+            return []
+        }
+        var conditions: [T] = []
+        for (hn, hv) in hm {
+            guard let name = hn.string, !name.isEmpty, name.utf8.allSatisfy({ isTcharByte($0) }) else {
+                fail(kp, hn, "'\(hn.string ?? "?")' is not a header name")
+                continue
+            }
+            var pattern: String?
+            // YAML's null (plain null, ~ or nothing); a quoted "null" is a pattern.
+            if case .scalar(let sc) = hv, sc.style == .plain, ["null", "Null", "NULL", "~", ""].contains(sc.string) {
+                pattern = nil
+            } else if let p = string(hv, kp + "." + name) {
+                pattern = p
+            } else {
+                continue
+            }
+            do { conditions.append(try make(name, pattern)) } catch {
+                fail(kp + "." + name, hv, "'\(pattern ?? "")' is not a valid regular expression")
+            }
+        }
+        return conditions
     }
 
     /// `header_rules: {request: {remove, set, replace}, response: {...}}`: per direction,
@@ -943,22 +974,7 @@ final class NodeReader {
                         }
                     }
                 case "headers":
-                    guard case .mapping(let hm) = n else { return fail(kp, n, "must map header names to patterns (or null for presence)") }
-                    var conditions: [HeaderCondition] = []
-                    for (hn, hv) in hm {
-                        guard let name = hn.string, !name.isEmpty, name.utf8.allSatisfy({ isTcharByte($0) }) else {
-                            fail(kp, hn, "'\(hn.string ?? "?")' is not a header name")
-                            continue
-                        }
-                        if case .scalar(let sc) = hv, sc.tag.description.hasSuffix("null") || sc.string == "~" || sc.string.isEmpty {
-                            conditions.append(HeaderCondition(name: name))
-                        } else if let pattern = string(hv, kp + "." + name) {
-                            do { conditions.append(HeaderCondition(name: name, pattern: try URLPattern(pattern))) } catch {
-                                fail(kp + "." + name, hv, "'\(pattern)' is not a valid regular expression")
-                            }
-                        }
-                    }
-                    rule.headers = conditions
+                    rule.headers = headerConditions(n, kp) { name, pattern in try HeaderCondition(name: name, pattern: pattern.map(URLPattern.init)) }
                 case "time":
                     var days: Set<Int> = Set(0...6)
                     var hours: (Int, Int) = (0, 1440)

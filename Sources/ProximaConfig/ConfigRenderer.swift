@@ -142,6 +142,10 @@ extension ProximaConfiguration {
                 case .regex(let p): out += "    path_regex: \(quoted(p.source))\n"
                 }
                 if let m = r.methods { out += "    methods: \(list(m.sorted().map(quoted)))\n" }
+                if !r.headers.isEmpty {
+                    out += "    headers:\n"
+                    for h in r.headers { out += "      \(quoted(h.name)): \(h.pattern.map { quoted($0.source) } ?? "null")\n" }
+                }
                 switch r.action {
                 case .upstream(let name): out += "    upstream: \(quoted(name))\n"
                 case .redirect(let to, let status, _): out += "    redirect: {to: \(quoted(to)), status: \(status)}\n"
@@ -153,7 +157,7 @@ extension ProximaConfiguration {
                 if let t = r.timeout { out += "    timeout: \(TimeSpan.milliseconds(Int64((t * 1000).rounded())))\n" }
                 if let b = r.maxBody { out += "    max_body: \(ByteSize(bytes: b))\n" }
                 if let rules = routeHeaderRules[r.name], !rules.isEmpty {
-                    out += "    headers:\n" + Self.renderHeaderRules(rules, indent: "      ")
+                    out += "    header_rules:\n" + Self.renderHeaderRules(rules, indent: "      ")
                 }
             }
         }

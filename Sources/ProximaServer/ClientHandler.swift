@@ -444,7 +444,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if let port = redirectHTTPS {
             return redirectToHTTPS(cur, head, host: host, port: port)
         }
-        guard let route = settings.routes.route(host: host, pathAndQuery: head.target, method: head.method) else {
+        guard let route = settings.routes.route(host: host, pathAndQuery: head.target, method: head.method, header: { head.firstValue($0) }) else {
             cur.record.detail = "no route"
             return respondLocally(404, "No route for \(hostValue.isEmpty ? "this host" : hostValue)\(head.target.prefix { $0 != "?" }).", result: .none)
         }

@@ -114,7 +114,8 @@ struct ReverseConfigTests {
             upstream: app
             replace_prefix: /
             host_header: upstream
-            headers:
+            headers: {X-Canary: "^1$", X-Debug: null}
+            header_rules:
               request: {set: {X-Route: api}, remove: [Cookie]}
               response: {add: {Strict-Transport-Security: max-age=63072000}, remove: [Server]}
           - name: rest
@@ -135,7 +136,11 @@ struct ReverseConfigTests {
         #expect(c.upstreams[1].activeCheck == nil)
         #expect(c.routes.routes.map(\.name) == ["ping", "old", "api", "rest"])
         #expect(c.routes.routes[2].methods == ["GET", "POST"] && c.routes.routes[2].hostHeader == .upstream)
-        #expect(c.routes.route(host: "x.api.example.com", pathAndQuery: "/api/v1", method: "GET")?.rewrite("/api/v1") == "/v1")
+        let canary: (String) -> String? = { ["x-canary": "1", "x-debug": ""][$0] }
+        let chosen = c.routes.route(host: "x.api.example.com", pathAndQuery: "/api/v1", method: "GET", header: canary)
+        #expect(chosen?.rewrite("/api/v1") == "/v1", "\(String(describing: chosen?.name)) \(String(describing: chosen?.replacePrefix))")
+        #expect(c.routes.route(host: "x.api.example.com", pathAndQuery: "/api/v1", method: "GET")?.name == "rest")
+        #expect(c.routes.routes[2].headers.map(\.name).sorted() == ["x-canary", "x-debug"], "\(c.routes.routes[2].headers.map { ($0.name, $0.pattern?.source) })")
         #expect(c.routeHeaderRules["api"]?.map(\.description) == [
             "request remove cookie", "request set x-route: api", "response remove server", "response add strict-transport-security: max-age=63072000",
         ])
@@ -146,7 +151,8 @@ struct ReverseConfigTests {
         #expect(issues("listeners:\n  - role: reverse\n    address: 127.0.0.1:0\n").map(\.path) == ["routes"])
         #expect(issues("routes:\n  - upstream: nope\n").map(\.path) == ["routes[0].upstream"])
         #expect(issues("routes:\n  - {name: a, respond: {status: 200}}\n  - {name: a, respond: {status: 200}}\n").map(\.path) == ["routes[1].name"])
-        #expect(issues("routes:\n  - {respond: {status: 200}, headers: {request: {set: {Host: x}}}}\n").map(\.path) == ["routes[0].headers.request.set"])
+        #expect(issues("routes:\n  - {respond: {status: 200}, header_rules: {request: {set: {Host: x}}}}\n").map(\.path) == ["routes[0].header_rules.request.set"])
+        #expect(issues("routes:\n  - {respond: {status: 200}, headers: {X-A: \"(\"}}\n").map(\.path) == ["routes[0].headers.X-A"])
         #expect(issues("routes:\n  - respond: {status: 200}\n    redirect: {to: \"/x\"}\n").map(\.path) == ["routes[0]"])
         #expect(issues("routes:\n  - path_exact: /a\n    replace_prefix: /\n    respond: {status: 200}\n").map(\.path) == ["routes[0].replace_prefix"])
         #expect(issues("upstreams:\n  - name: a\n    servers: []\n").map(\.path) == ["upstreams[0]"])

@@ -118,6 +118,27 @@ struct ReverseProxyTests {
         }
     }
 
+    /// A route chosen by a request header (a canary): only requests with `X-Canary: 1` reach
+    /// the second group.
+    @Test func routesMatchHeaders() async throws {
+        let stable = try await TestOrigin.start()
+        let canary = try await TestOrigin.start()
+        defer { Task { await stable.stop(); await canary.stop() } }
+        try await ProxyHarness.withProxy({ c in
+            Self.configure(&c, [stable])
+            c.upstreams.append(UpstreamGroupConfig(name: "canary", servers: [Backend(host: "127.0.0.1", port: canary.port)]))
+            var route = Route(name: "canary", action: .upstream("canary"))
+            route.headers = [Route.HeaderMatch(name: "X-Canary", pattern: try! PathPattern("^1$"))]
+            c.routes = RouteTable([route] + c.routes.routes)
+        }) { proxy in
+            func servedBy(_ extra: String) async throws -> String? {
+                try await send(proxy, ["GET /bytes/1 HTTP/1.1\r\nHost: www.example\r\n\(extra)\r\n"]).replies.first?.header("x-served-by")
+            }
+            let (one, ten, none) = (try await servedBy("X-Canary: 1\r\n"), try await servedBy("X-Canary: 10\r\n"), try await servedBy(""))
+            #expect(one == String(canary.port) && ten == String(stable.port) && none == String(stable.port))
+        }
+    }
+
     @Test(arguments: [BalanceAlgorithm.roundRobin, .leastConnections, .p2cEWMA])
     func requestsAreSpreadOverTheBackEnds(_ algorithm: BalanceAlgorithm) async throws {
         let origins = try await Self.startOrigins(3)
