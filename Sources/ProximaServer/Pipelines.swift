@@ -59,12 +59,34 @@ struct ConnectionSetup {
                 try sync.addHandler(setup.clientHandler(secure: secure, http2Stream: true))
             }
         }
+        try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
         try channel.pipeline.syncOperations.addHandler(http2)
         try channel.pipeline.syncOperations.addHandler(manager)
     }
 
     /// Streams one client may have open at once (nginx's `http2_max_concurrent_streams`).
     static let maxConcurrentStreams = 128
+}
+
+/// Sits under NIOHTTP2's handler and turns the flushes of one event-loop turn into one: every
+/// stream that finishes an answer flushes, and without this each would be a write system call
+/// of its own (Netty's `FlushConsolidationHandler`). Writes pass at once; the flush follows
+/// when the loop has handled the other ready sockets, so the answers of all streams finished
+/// in that turn leave in one `writev`.
+final class FlushCoalescer: ChannelOutboundHandler {
+    typealias OutboundIn = NIOAny
+    private var pending = false
+
+    func flush(context: ChannelHandlerContext) {
+        guard !pending else { return }
+        pending = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (me, context) = bound.value
+            me.pending = false
+            context.flush()
+        }
+    }
 }
 
 /// Decides between HTTP/1.1 and HTTP/2 for one connection, then replaces itself: over TLS by
