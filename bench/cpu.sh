@@ -4,7 +4,8 @@
 # and neighbours; the CPU a process burns per request barely does, so this is the number to
 # compare optimisations with. The peer benchmark (bench/run.sh) stays the reference for req/s.
 #
-#   bash bench/cpu.sh            (env: ROUNDS=3 DUR=5s CONNS=64 OBJ=1k LOG=1|0 access log on/off)
+#   bash bench/cpu.sh            (env: ROUNDS=3 DUR=5s CONNS=64 OBJ=1k LOG=1|0 access log on/off
+#                                 MODE=fwd|rev: Proxima as a forward proxy or a reverse one)
 #
 # Alternates nginx-rev and Proxima ROUNDS times; for each, µs of user+system CPU per request of
 # the proxy process alone (origin excluded), and the Proxima/nginx ratio of that round.
@@ -28,7 +29,23 @@ done
 head -c 1024 /dev/urandom | base64 -w 0 | head -c 1024 >"$WORK/www/1k"
 head -c 102400 /dev/urandom | base64 -w 0 | head -c 102400 >"$WORK/www/100k"
 chmod -R a+rX "$WORK"   # nginx workers run as another user when started by root
-cat >"$WORK/conf/proxima.yaml" <<YAML
+MODE=${MODE:-fwd}
+if [ "$MODE" = rev ]; then
+  cat >"$WORK/conf/proxima.yaml" <<YAML
+listeners:
+  - name: bench
+    role: reverse
+    address: 127.0.0.1:13190
+upstreams:
+  - name: origin
+    servers: [{address: 127.0.0.1:18080}]
+routes:
+  - {name: all, upstream: origin}
+logging:
+  level: warning
+YAML
+else
+  cat >"$WORK/conf/proxima.yaml" <<YAML
 listeners:
   - name: bench
     role: forward
@@ -36,6 +53,7 @@ listeners:
 logging:
   level: warning
 YAML
+fi
 if [ "${LOG:-1}" = 0 ]; then
   echo "  access: []" >>"$WORK/conf/proxima.yaml"
 else
@@ -83,12 +101,20 @@ measure() { # measure PID ARGS... -> "requests cpu_us_per_request"
   reqs=$(awk '/requests in/{print $1}' <<<"$out")
   awk -v r="$reqs" -v t=$((after - before)) -v hz="$HZ" 'BEGIN{printf "%d %.1f\n", r, t * 1e6 / hz / r}'
 }
-code=$(curl -s -o /dev/null -w '%{http_code}' -x http://127.0.0.1:13190 "http://127.0.0.1:18080/$OBJ")
+if [ "$MODE" = rev ]; then
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:13190/$OBJ")
+else
+  code=$(curl -s -o /dev/null -w '%{http_code}' -x http://127.0.0.1:13190 "http://127.0.0.1:18080/$OBJ")
+fi
 [ "$code" = 200 ] || { echo "verification through Proxima gave $code, not 200"; exit 1; }
 printf '%-6s %12s %10s %12s %10s %8s\n' round nginx-reqs "nginx µs" proxima-reqs "proxima µs" ratio
 for round in $(seq 1 "$ROUNDS"); do
   read -r nreq nus < <(measure "$NGINX" "http://127.0.0.1:18081/$OBJ")
-  read -r preq pus < <(measure "$PROXIMA" -s "$WORK/conf/fwd.lua" http://127.0.0.1:13190/)
+  if [ "$MODE" = rev ]; then
+    read -r preq pus < <(measure "$PROXIMA" "http://127.0.0.1:13190/$OBJ")
+  else
+    read -r preq pus < <(measure "$PROXIMA" -s "$WORK/conf/fwd.lua" http://127.0.0.1:13190/)
+  fi
   printf '%-6s %12s %10s %12s %10s %8s\n' "$round" "$nreq" "$nus" "$preq" "$pus" \
     "$(awk -v a="$pus" -v b="$nus" 'BEGIN{printf "%.2f", a / b}')"
 done

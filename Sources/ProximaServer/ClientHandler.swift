@@ -451,6 +451,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if let limit = route.maxBody { cur.maxBody = limit }
         if let t = route.timeout { cur.responseTimeout = .nanoseconds(Int64(t * 1e9)) }
         if bodyTooLarge(cur) { return }
+        // Without a rule that needs a user, no closure is made (an allocation per request).
+        guard settings.policy.usesIdentity, settings.auth != nil else {
+            return admitReverse(cur, route, host: host, hostValue: hostValue, user: nil, failedLogin: false)
+        }
         identifyUser(cur, field: "authorization") { [self] user, failed in
             admitReverse(cur, route, host: host, hostValue: hostValue, user: user, failedLogin: failed)
         }

@@ -174,17 +174,34 @@ enum LocalResponse {
 /// Request ids for logs and error pages: a random per-process prefix and a counter, unique
 /// without coordination and cheap enough to make only when one is needed.
 enum RequestIDs {
-    private static let prefix: String = {
-        let r = UInt64.random(in: 0...UInt64.max)
-        let hex = String(r, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
+    /// 16 random hex digits and a dash, per process.
+    private static let prefix: [UInt8] = {
+        var r = UInt64.random(in: 0...UInt64.max)
+        var digits = [UInt8](repeating: 0, count: 17)
+        for i in (0..<16).reversed() {
+            digits[i] = hexDigits[Int(r & 0xF)]
+            r >>= 4
+        }
+        digits[16] = UInt8(ascii: "-")
+        return digits
     }()
+    private static let hexDigits = Array("0123456789abcdef".utf8)
     private static let counter = ManagedAtomic<UInt64>(0)
 
+    /// `prefix-counter`, the counter in at least 12 hex digits; one allocation (reverse
+    /// requests each get one).
     static func next() -> String {
         let n = counter.wrappingIncrementThenLoad(ordering: .relaxed)
-        let hex = String(n, radix: 16)
-        return prefix + "-" + String(repeating: "0", count: max(0, 12 - hex.count)) + hex
+        let width = max(12, (64 - n.leadingZeroBitCount + 3) / 4)
+        return String(unsafeUninitializedCapacity: 17 + width) { buffer in
+            for i in 0..<17 { buffer[i] = prefix[i] }
+            var v = n
+            for i in (0..<width).reversed() {
+                buffer[17 + i] = hexDigits[Int(v & 0xF)]
+                v >>= 4
+            }
+            return 17 + width
+        }
     }
 
     /// A client's id is kept when it is 1-128 visible ASCII characters without quotes or

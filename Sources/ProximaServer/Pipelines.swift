@@ -127,6 +127,11 @@ final class ProtocolSelector: ChannelInboundHandler, RemovableChannelHandler {
             decide(context, http2: proto == "h2")
             return
         }
+        // Draining: a connection that has not started a request yet is closed at once.
+        if event is ChannelShouldQuiesceEvent, !decided {
+            context.close(promise: nil)
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -6,27 +7,34 @@ import NIOWebSocket
 /// A WebSocket echo server for tests, on NIOWebSocket (an implementation independent of the
 /// proxy's): `/ws/echo` upgrades and echoes every text and binary message; `/ws/page.html` is
 /// a page whose script opens a WebSocket to `/ws/echo` on the host it was loaded from, sends a
-/// message and writes what came back into `data-result` on its body (for headless Chromium).
+/// message and posts what came back to `/ws/result` (a browser test waits for that report
+/// instead of guessing how long the page needs).
 public final class WebSocketOrigin: Sendable {
     public let channel: Channel
     public let port: Int
     public var url: String { "http://127.0.0.1:\(port)" }
+    let reported: NIOLockedValueBox<[String]>
+    /// What pages posted to `/ws/result`.
+    public var results: [String] { reported.withLockedValue { $0 } }
 
     static let page = """
         <!doctype html><html><head><title>ws</title></head><body data-result="pending"><script>
         const ws = new WebSocket("ws://" + location.host + "/ws/echo");
         ws.onopen = () => ws.send("hello through proxima");
-        ws.onmessage = (e) => { document.body.setAttribute("data-result", "echo:" + e.data); ws.close(); };
-        ws.onerror = () => document.body.setAttribute("data-result", "error");
+        const report = (text) => fetch("/ws/result", {method: "POST", body: text});
+        ws.onmessage = (e) => { report("echo:" + e.data); ws.close(); };
+        ws.onerror = () => report("error");
         </script></body></html>
         """
 
-    init(channel: Channel, port: Int) {
+    init(channel: Channel, port: Int, reported: NIOLockedValueBox<[String]>) {
         self.channel = channel
         self.port = port
+        self.reported = reported
     }
 
     public static func start(group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> WebSocketOrigin {
+        let reported = NIOLockedValueBox<[String]>([])
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -42,24 +50,48 @@ public final class WebSocketOrigin: Sendable {
                         withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
                             context.pipeline.removeHandler(name: "page", promise: nil)
                         }))
-                    try channel.pipeline.syncOperations.addHandler(PageHandler(), name: "page")
+                    try channel.pipeline.syncOperations.addHandler(PageHandler(reported: reported), name: "page")
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        return WebSocketOrigin(channel: channel, port: channel.localAddress?.port ?? 0)
+        return WebSocketOrigin(channel: channel, port: channel.localAddress?.port ?? 0, reported: reported)
     }
 
     public func stop() async {
         try? await channel.close()
     }
 
-    /// Serves the page (any path that is not an upgrade).
+    /// Serves the page (any path that is not an upgrade) and takes the page's report.
     final class PageHandler: ChannelInboundHandler, RemovableChannelHandler {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
+        let reported: NIOLockedValueBox<[String]>
+        var uri = ""
+        var received = ""
+
+        init(reported: NIOLockedValueBox<[String]>) { self.reported = reported }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            guard case .end = unwrapInboundIn(data) else { return }
+            switch unwrapInboundIn(data) {
+            case .head(let h):
+                uri = h.uri
+                received = ""
+                return
+            case .body(let b):
+                received += String(buffer: b)
+                return
+            case .end:
+                break
+            }
+            if uri == "/ws/result" {
+                let text = received
+                reported.withLockedValue { $0.append(text) }
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Length", value: "0")
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .noContent, headers: headers))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                return
+            }
             let body = ByteBuffer(string: WebSocketOrigin.page)
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: "text/html; charset=utf-8")

@@ -95,9 +95,14 @@ struct Serve: AsyncParsableCommand {
         // Metrics that libraries report through swift-metrics land in the same registry as the
         // proxy's own, so /metrics shows them all.
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: server.metrics.registry))
-        let where_ = server.boundAddresses.map { "\($0.name) on \($0.address.ipAddress ?? "?"):\($0.address.port ?? 0)" }
+        let listeners = server.configuration.listeners
+        let where_ = server.boundAddresses.map { bound -> String in
+            let l = listeners.first { $0.name == bound.name }
+            let kind = l.map { ($0.tls != nil ? "https " : "") + $0.role.rawValue } ?? "?"
+            return "\(bound.name) (\(kind)) on \(bound.address.ipAddress ?? "?"):\(bound.address.port ?? 0)"
+        }
         let admin = server.adminAddress.map { "; admin API on \($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? ""
-        printError("proxima \(proximaVersion): forward proxy listening: \(where_.joined(separator: ", "))\(admin)\(config == nil ? " (built-in default)" : "")")
+        printError("proxima \(proximaVersion): listening: \(where_.joined(separator: ", "))\(admin)\(config == nil ? " (built-in default)" : "")")
 
         reportBlockLists(configuration, logger)
         let reloader = Reloader(path: config, started: configuration, server: server, logger: logger)
