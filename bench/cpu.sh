@@ -17,9 +17,12 @@ SCRATCH=${SCRATCH:-$ROOT/.build-release}
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5s}; CONNS=${CONNS:-64}; OBJ=${OBJ:-1k}
 for t in nginx wrk taskset ss; do command -v $t >/dev/null || { echo "missing $t"; exit 1; }; done
 
-swift build -c release --scratch-path "$SCRATCH" --product proxima \
-  -Xswiftc -enforce-exclusivity=unchecked --static-swift-stdlib >/dev/null
-BIN="$SCRATCH/release/proxima"
+# BIN=path measures another build (an older commit's, for a before/after comparison).
+if [ -z "${BIN:-}" ]; then
+  swift build -c release --scratch-path "$SCRATCH" --product proxima \
+    -Xswiftc -enforce-exclusivity=unchecked --static-swift-stdlib >/dev/null
+  BIN="$SCRATCH/release/proxima"
+fi
 
 WORK=$(mktemp -d -t proxima-cpu.XXXXXX)
 mkdir -p "$WORK"/{conf,run/origin-tmp,run/nginx-rev-tmp,www}

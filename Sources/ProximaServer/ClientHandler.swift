@@ -139,8 +139,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
     }
 
-    /// Where a reverse request is being sent.
-    struct ReverseTarget {
+    /// Where a reverse request is being sent. A class: it is read many times per request, and
+    /// copying the route inside a struct cost a retain and release per field each time.
+    final class ReverseTarget {
         let group: UpstreamGroup
         let route: Route
         var server: Int
@@ -149,6 +150,15 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         let hostHeader: String
         let pathAndQuery: String
         var reported = false
+
+        init(group: UpstreamGroup, route: Route, server: Int, tried: ServerSet, hostHeader: String, pathAndQuery: String) {
+            self.group = group
+            self.route = route
+            self.server = server
+            self.tried = tried
+            self.hostHeader = hostHeader
+            self.pathAndQuery = pathAndQuery
+        }
     }
 
     let settings: RuntimeSettings
@@ -604,9 +614,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     /// Reports how the request to the current server ended (once): latency for the balancer,
     /// success or failure for outlier detection.
     private func reportReverse(_ cur: Current, ok: Bool) {
-        guard var r = cur.reverse, !r.reported else { return }
+        guard let r = cur.reverse, !r.reported else { return }
         r.reported = true
-        cur.reverse = r
         let seconds = cur.upstreamHeadNanoseconds.map { Double($0) / 1e9 }
         r.group.finished(r.server, seconds: ok ? seconds : nil, ok: ok)
     }
@@ -621,7 +630,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     /// Reports the current server as failed and reserves another one (not tried yet), if the
     /// group's retries and budget allow.
     private func nextReverseServer(_ cur: Current) -> Bool {
-        guard var r = cur.reverse else { return false }
+        guard let r = cur.reverse else { return false }
         reportReverse(cur, ok: false)
         guard r.tried.count <= r.group.config.retries, let next = r.group.pick(key: hashKey(r.group.config.algorithm, cur, r.hostHeader), tried: r.tried) else {
             return false
@@ -629,7 +638,6 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         r.server = next
         r.tried.insert(next)
         r.reported = false
-        cur.reverse = r
         return true
     }
 
