@@ -37,6 +37,9 @@ let package = Package(
         // Access decisions (client networks, ports, domains). Nothing of NIO.
         .target(name: "ProximaPolicy"),
         .target(name: "ProximaBalance"),
+        // HTTP caching rules (RFC 9111, RFC 5861): Cache-Control, dates, storing, freshness
+        // and age, Vary keys, conditional requests; the size-bounded LRU store. No NIO.
+        .target(name: "ProximaCache"),
         // The system's crypt(3) (libxcrypt: bcrypt, yescrypt, SHA-crypt), for htpasswd files.
         .target(name: "CCrypt"),
         // Proxy authentication: htpasswd and group files, Basic credentials.
@@ -90,6 +93,7 @@ let package = Package(
         .testTarget(name: "ProximaConfigTests", dependencies: ["ProximaConfig", "ProximaPolicy", "ProximaTelemetry"]),
         .testTarget(name: "ProximaHTTP1Tests", dependencies: ["ProximaHTTP1"]),
         .testTarget(name: "ProximaBalanceTests", dependencies: ["ProximaBalance"]),
+        .testTarget(name: "ProximaCacheTests", dependencies: ["ProximaCache"]),
         .testTarget(name: "ProximaPolicyTests", dependencies: ["ProximaPolicy"]),
         .testTarget(name: "ProximaAuthTests", dependencies: ["ProximaAuth"]),
         .testTarget(name: "ProximaTelemetryTests", dependencies: ["ProximaTelemetry"]),
