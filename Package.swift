@@ -50,7 +50,7 @@ let package = Package(
         .target(
             name: "ProximaServer",
             dependencies: [
-                "ProximaConfig", "ProximaHTTP1", "ProximaPolicy", "ProximaTelemetry", "ProximaAuth",
+                "ProximaConfig", "ProximaHTTP1", "ProximaPolicy", "ProximaTelemetry", "ProximaAuth", "ProximaCache",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),

@@ -249,7 +249,7 @@ final class NodeReader {
     // MARK: - Sections
 
     func readRoot(_ root: Node, into c: inout ProximaConfiguration) {
-        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "blocklists", "filtering", "header_rules", "pages", "upstreams", "routes", "workers"]
+        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "blocklists", "filtering", "header_rules", "pages", "upstreams", "routes", "workers", "cache"]
         if case .mapping(let m) = root, let lists = m["lists"] { readLists(lists, "lists", into: &c) }
         mapping(root, "", keys: keys) { key, node, path in
             switch key {
@@ -319,6 +319,18 @@ final class NodeReader {
                     case "upstream_response": c.timeouts.upstreamResponse = v
                     case "tunnel_idle": c.timeouts.tunnelIdle = v
                     default: c.timeouts.drain = v
+                    }
+                }
+            case "cache":
+                mapping(node, path, keys: ["memory", "max_object", "heuristic_fraction", "heuristic_max"]) { k, n, p in
+                    switch k {
+                    case "memory": if let v = size(n, p) { c.cache.memory = v }
+                    case "max_object": if let v = size(n, p) { c.cache.maxObject = v }
+                    case "heuristic_max": if let v = duration(n, p) { c.cache.heuristicMax = v }
+                    default:
+                        if case .scalar(let sc) = n, let v = Double(sc.string), v >= 0, v <= 1 { c.cache.heuristicFraction = v } else {
+                            fail(p, n, "a fraction between 0 and 1 (0.1 = 10 %)")
+                        }
                     }
                 }
             case "upstream_pool":

@@ -16,6 +16,8 @@ public struct ProximaConfiguration: Sendable, Equatable {
     public var limits = LimitsConfig()
     public var timeouts = TimeoutsConfig()
     public var upstreamPool = UpstreamPoolConfig()
+    /// The HTTP cache (off unless `cache.memory` is set).
+    public var cache = CacheConfig()
     public var dns = DNSConfig()
     public var logging = LoggingConfig()
     /// The admin listener (health, status, metrics, reload); nil: none.
@@ -192,6 +194,19 @@ public struct TimeoutsConfig: Sendable, Equatable {
     public var tunnelIdle = TimeSpan.seconds(300)
     /// On SIGTERM/SIGINT, how long requests and tunnels in flight may take to finish.
     public var drain = TimeSpan.seconds(30)
+    public init() {}
+}
+
+public struct CacheConfig: Sendable, Equatable {
+    /// Bytes of responses kept in memory; 0: no cache.
+    public var memory = ByteSize(bytes: 0)
+    /// Larger responses pass through without being stored.
+    public var maxObject = ByteSize(bytes: 8 * 1024 * 1024)
+    /// Heuristic freshness (no explicit lifetime, a Last-Modified): this fraction of the time
+    /// since the last modification, at most `heuristicMax`.
+    public var heuristicFraction = 0.1
+    public var heuristicMax = TimeSpan.seconds(86_400)
+    public var enabled: Bool { memory.bytes > 0 }
     public init() {}
 }
 

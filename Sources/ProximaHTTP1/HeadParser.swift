@@ -144,6 +144,8 @@ public struct ResponseHead: Sendable {
 
     public var reason: String { bytes.string(at: reasonStart, length: reasonLength) }
 
+    public func name(_ field: FieldRange) -> String { bytes.string(at: field.nameStart, length: field.nameLength) }
+
     public func value(_ field: FieldRange) -> String { bytes.string(at: field.valueStart, length: field.valueLength) }
 
     public func nameEquals(_ field: FieldRange, _ lowercasedName: String) -> Bool {

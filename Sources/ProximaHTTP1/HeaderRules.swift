@@ -66,6 +66,19 @@ public struct HeaderEdit: Sendable {
 
     public init() {}
 
+    /// One more field line written after the copied ones (the proxy's own, e.g. `Age`); CR and
+    /// LF are removed from the value.
+    public mutating func append(name: String, value: String) {
+        lines.append(name + ": " + Self.clean(value))
+    }
+
+    /// Received fields of these (lowercase) names are not copied.
+    public mutating func drop(_ lowercasedNames: Set<String>, bytes: ByteBuffer, fields: [FieldRange]) {
+        for f in fields where lowercasedNames.contains(bytes.string(at: f.nameStart, length: f.nameLength).lowercased()) {
+            dropped.insert(f.lineStart)
+        }
+    }
+
     /// Whether a rule writes a field of this (lowercase) name.
     func writes(_ lowercasedName: String) -> Bool {
         lines.contains { $0.lowercased().hasPrefix(lowercasedName + ":") }

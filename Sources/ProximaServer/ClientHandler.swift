@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 import ProximaAuth
 import ProximaBalance
+import ProximaCache
 import ProximaHTTP1
 import ProximaPolicy
 import ProximaTelemetry
@@ -87,6 +88,12 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var upgradeRequested = false
         /// For a reverse listener: the group, the server being tried and those tried before.
         var reverse: ReverseTarget?
+        /// The cache key of this request (set when the cache is on), the response being stored,
+        /// and the Cache-Status the answer carries.
+        var cacheKey: String?
+        var capture: CacheCapture?
+        var cacheStatus: String?
+        var requestWallTime = 0
         /// Waiting in an upstream group's queue, and when that wait ends.
         var queued = false
         var queueID: UInt64 = 0
@@ -520,6 +527,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             guard let group = settings.upstreams.byName[name] else {
                 return respondLocally(502, "The route's upstream group '\(name)' does not exist.", result: .none)
             }
+            if settings.cache != nil, answerFromCache(cur, key: (isSecure ? "https://" : "http://") + hostValue.lowercased() + head.target) { return }
             proxy(cur, route, group, hostValue: hostValue)
         }
     }
@@ -769,6 +777,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             }
             cur.anonymizer = decision.anonymize.map { $0 ? settings.ruleAnonymizer : nil } ?? anonymizer
             cur.record.result = cur.head.isConnect ? .tunnel : .miss
+            // Pages that get element hiding are neither served from nor put in the cache.
+            if settings.cache != nil, !cur.head.isConnect, cur.cosmetics == nil, answerFromCache(cur, key: "http://" + target.hostPort + target.pathAndQuery) {
+                return
+            }
             return connectUpstream(cur, target, reuse: !cur.head.isConnect)
         }
         if decision.challenge {
@@ -829,6 +841,137 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         context.eventLoop.assumeIsolated().scheduleTask(in: delay) { send() }
     }
 
+    // MARK: - Cache
+
+    /// Every value of a request field (for `Vary` and `Cache-Control`).
+    private static func values(_ head: RequestHead, _ lowercasedName: String) -> [String] {
+        var result: [String] = []
+        for f in head.fields where head.nameEquals(f, lowercasedName) { result.append(head.value(f)) }
+        return result
+    }
+
+    /// Answers a GET or HEAD from the cache when a stored response may serve it (RFC 9111
+    /// section 4), and otherwise notes what the miss needs: the key (to store the answer, or
+    /// to invalidate it after an unsafe method) and the Cache-Status to send. True when the
+    /// request was answered.
+    private func answerFromCache(_ cur: Current, key: String) -> Bool {
+        guard let cache = settings.cache else { return false }
+        let head = cur.head
+        cur.requestWallTime = cur.record.startSeconds
+        guard head.method == "GET" || head.method == "HEAD" else {
+            // Unsafe methods invalidate what is stored for the URL (section 4.4).
+            if head.method != "OPTIONS", head.method != "TRACE" { cur.cacheKey = key }
+            return false
+        }
+        // Range requests pass through; a body on a GET makes it no ordinary GET.
+        guard cur.requestBodyDone, head.firstValue("range") == nil else { return false }
+        let request = CacheControl(Self.values(head, "cache-control"))
+        if !request.noStore { cur.cacheKey = key }
+        let pragmaNoCache = Self.values(head, "pragma").contains { $0.lowercased().contains("no-cache") }
+        if let entry = cache.lookup(key, header: { Self.values(head, $0) }) {
+            let age = entry.timing.currentAge(now: cur.requestWallTime)
+            switch CachePolicy.use(request: request, pragmaNoCache: pragmaNoCache, response: entry.facts.cacheControl, lifetime: entry.lifetime, age: age) {
+            case .fresh, .staleAllowed:
+                serveFromCache(cur, entry, age: age)
+                return true
+            default:
+                cur.cacheStatus = "proxima; fwd=stale"
+            }
+        } else {
+            cur.cacheStatus = "proxima; fwd=uri-miss"
+        }
+        if request.onlyIfCached {
+            cur.cacheKey = nil
+            cur.record.detail = "not in the cache (only-if-cached)"
+            respondLocally(504, "Not in the cache, and the request asked for a cached answer only (only-if-cached).", result: .cacheMissOnly)
+            return true
+        }
+        return false
+    }
+
+    /// Writes a stored response (or `304` to a client whose validators match it) with `Age`
+    /// and `Cache-Status`, and ends the exchange as any other.
+    private func serveFromCache(_ cur: Current, _ entry: CacheEntry, age: Int) {
+        guard let context else { return }
+        let head = cur.head
+        let notModified = CachePolicy.notModified(
+            ifNoneMatch: Self.values(head, "if-none-match"), ifModifiedSince: head.firstValue("if-modified-since"),
+            etag: entry.facts.etag, lastModified: entry.facts.lastModified, date: entry.facts.date, now: cur.requestWallTime)
+        let mustClose = !cur.clientKeepAlive || quiescing
+        let connection: HeadWriter.ConnectionHeader = mustClose ? .close : (head.version == .http10 ? .keepAlive : .none)
+        var out = context.channel.allocator.buffer(capacity: entry.head.bytes.readableBytes + 256 + (notModified || head.isHead ? 0 : entry.body.readableBytes))
+        var edit = HeaderEdit(rules: settings.responseHeaderRules, bytes: entry.head.bytes, fields: entry.head.fields)
+        edit.drop(["age", "cache-status"], bytes: entry.head.bytes, fields: entry.head.fields)
+        edit.append(name: "Age", value: String(age))
+        edit.append(name: "Cache-Status", value: "proxima; hit")
+        if notModified {
+            // RFC 9110 section 15.4.5: the fields a 200 would have carried that describe it.
+            out.writeStaticString("HTTP/1.1 304 Not Modified\r\n")
+            for f in entry.head.fields {
+                let name = entry.head.name(f).lowercased()
+                guard ["etag", "cache-control", "expires", "date", "vary", "content-location", "last-modified"].contains(name) else { continue }
+                out.writeString("\(entry.head.name(f)): \(entry.head.value(f))\r\n")
+            }
+            out.writeString("Age: \(age)\r\nCache-Status: proxima; hit\r\n")
+            if let via = settings.via { out.writeString("Via: 1.1 \(via)\r\n") }
+            if mustClose { out.writeStaticString("Connection: close\r\n") } else if head.version == .http10 { out.writeStaticString("Connection: keep-alive\r\n") }
+            out.writeStaticString("\r\n")
+            cur.record.status = 304
+            cur.record.result = .inmHit
+        } else {
+            HeadWriter.writeClientResponse(entry.head, framing: .length(entry.body.readableBytes), via: settings.via, connection: connection, edit: edit, into: &out)
+            if !head.isHead { out.writeImmutableBuffer(entry.body) }
+            cur.record.status = entry.head.status
+            cur.record.result = .memHit
+        }
+        cur.record.contentType = entry.head.firstValue("content-type")
+        cur.record.detail = "cache hit, age \(age)s"
+        cur.record.bytesOut += out.readableBytes
+        cur.responseStarted = true
+        if mustClose { cur.clientKeepAlive = false }
+        context.write(wrapOutboundOut(out), promise: nil)
+        finishExchange(cur)
+    }
+
+    /// When a response head arrives: invalidation after an unsafe method, or whether to store
+    /// this answer (a shared cache's rules; responses setting cookies are not stored unless
+    /// marked public, as Varnish does).
+    private func considerStoring(_ cur: Current, _ head: ResponseHead) {
+        guard let cache = settings.cache, let key = cur.cacheKey else { return }
+        let method = cur.head.method
+        if method != "GET" && method != "HEAD" {
+            if head.status < 400 { cache.remove(key) }
+            return
+        }
+        guard method == "GET", cur.hiding == nil else { return }
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(head.fields.count)
+        for f in head.fields { fields.append((head.name(f), head.value(f))) }
+        let facts = ResponseFacts(status: head.status, fields: fields, now: cur.requestWallTime)
+        let request = CacheControl(Self.values(cur.head, "cache-control"))
+        let hasAuthorization = cur.head.firstValue("authorization") != nil
+        guard CachePolicy.mayStore(method: method, request: request, hasAuthorization: hasAuthorization, response: facts) else { return }
+        if !facts.cacheControl.isPublic, fields.contains(where: { $0.0.lowercased() == "set-cookie" }) { return }
+        let expected: Int?
+        if case .length(let n) = head.framing { expected = n } else { expected = nil }
+        if let n = expected, n > cache.maxObjectSize { return }
+        guard let varyKey = CachePolicy.varyKey(facts.vary, header: { Self.values(cur.head, $0) }) else { return }
+        let now = wallClock().0
+        let timing = ResponseTiming(requestTime: cur.requestWallTime, responseTime: now, date: facts.date, age: facts.age)
+        cur.capture = CacheCapture(key: key, head: head, facts: facts, timing: timing, varyKey: varyKey, limit: cache.maxObjectSize, expected: expected)
+        cur.cacheStatus = (cur.cacheStatus ?? "proxima; fwd=uri-miss") + "; stored"
+    }
+
+    /// The response ended cleanly: the captured copy goes into the cache.
+    private func storeCapture(_ cur: Current) {
+        guard let capture = cur.capture, let cache = settings.cache else { return }
+        cur.capture = nil
+        guard !capture.abandoned else { return }
+        let lifetime = CachePolicy.freshnessLifetime(capture.facts, responseTime: capture.timing.responseTime, heuristic: cache.heuristic)
+        cache.insert(capture.key, CacheEntry(
+            head: capture.head, body: capture.body, facts: capture.facts, timing: capture.timing, lifetime: lifetime, varyKey: capture.varyKey))
+    }
+
     // MARK: - Upstream connection
 
     private func connectUpstream(_ cur: Current, _ target: RequestTarget, reuse: Bool) {
@@ -839,7 +982,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         let key = tls == nil ? target.hostPort : "https://" + target.hostPort
         let pool = services.pools.pool(for: loop)
         cur.attempts += 1
-        if reuse, let conn = pool?.checkout(key) {
+        // An upgrade gets a connection of its own: it becomes a tunnel, and some servers switch
+        // protocols only on a connection's first request.
+        if reuse, !cur.upgradeRequested, let conn = pool?.checkout(key) {
             cur.reusedConnection = true
             return attach(conn, cur)
         }
@@ -1147,7 +1292,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                         }
                         buf.moveReaderIndex(forwardBy: consumed)
                     } else {
-                        consumed = try buf.withUnsafeReadableBytes { raw in try scanner.scan(raw) { _, _ in } }
+                        if let capture = cur.capture {
+                            let base = buf
+                            consumed = try base.withUnsafeReadableBytes { raw in
+                                try scanner.scan(raw) { start, count in capture.append(base.getSlice(at: base.readerIndex + start, length: count)!) }
+                            }
+                        } else {
+                            consumed = try buf.withUnsafeReadableBytes { raw in try scanner.scan(raw) { _, _ in } }
+                        }
                         cur.record.bytesOut += consumed
                         context.write(wrapOutboundOut(buf.readSlice(length: consumed)!), promise: nil)
                     }
@@ -1201,6 +1353,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     /// Response body bytes to the client: as they are, or through element hiding (which inserts
     /// its style sheet and frames everything as chunks of its own).
     private func writeBody(_ cur: Current, _ data: ByteBuffer, _ context: ChannelHandlerContext) {
+        cur.capture?.append(data)
         guard var hiding = cur.hiding else {
             cur.record.bytesOut += data.readableBytes
             context.write(wrapOutboundOut(data), promise: nil)
@@ -1312,10 +1465,18 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var out = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + (settings.via?.utf8.count ?? 0) + 128 + coalesced)
         var rules = settings.responseHeaderRules
         if !settings.routeResponseRules.isEmpty, let r = cur.reverse, let own = settings.routeResponseRules[r.route.name] { rules += own }
-        let edit = rules.isEmpty ? HeaderEdit() : HeaderEdit(rules: rules, bytes: head.bytes, fields: head.fields)
+        var edit = rules.isEmpty ? HeaderEdit() : HeaderEdit(rules: rules, bytes: head.bytes, fields: head.fields)
+        if settings.cache != nil, cur.cacheKey != nil {
+            considerStoring(cur, head)
+            if let status = cur.cacheStatus {
+                edit.drop(["cache-status"], bytes: head.bytes, fields: head.fields)
+                edit.append(name: "Cache-Status", value: status)
+            }
+        }
         HeadWriter.writeClientResponse(head, framing: framing, via: settings.via, connection: connection, edit: edit, into: &out)
         if coalesced > 0, case .length(let remaining) = cur.response {
             var slice = body.readSlice(length: coalesced)!
+            cur.capture?.append(slice)
             out.writeBuffer(&slice)
             cur.response = remaining == coalesced ? .done : .length(remaining - coalesced)
         }
@@ -1352,6 +1513,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 context.write(wrapOutboundOut(ByteBuffer(staticString: "0\r\n\r\n")), promise: nil)
                 cur.record.bytesOut += 5
             }
+            // A reset, not a close, may have cut the body short: it is not stored.
+            if error != nil { cur.capture = nil }
             cur.response = .done
             responseComplete(cur)
         case .head where cur.responseHeadBuffer == nil && !cur.responseStarted:
@@ -1398,6 +1561,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func responseComplete(_ cur: Current) {
         finishHiding(cur)
+        if cur.capture != nil { storeCapture(cur) }
         let reusable = cur.upstreamReusable && cur.requestBodyDone
         detachUpstream(cur, reusable: reusable)
         if !cur.requestBodyDone { cur.clientKeepAlive = false }

@@ -230,7 +230,3 @@ struct ResponseTranslator {
         return parts
     }
 }
-
-extension ResponseHead {
-    fileprivate func name(_ field: FieldRange) -> String { bytes.string(at: field.nameStart, length: field.nameLength) }
-}

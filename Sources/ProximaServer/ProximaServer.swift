@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOExtras
 import NIOPosix
+import ProximaCache
 import ProximaConfig
 import ProximaTelemetry
 import Synchronization
@@ -60,6 +61,7 @@ public final class ProximaServer: Sendable {
         /// The upstream groups' active health checks (replaced on reload).
         var healthChecks: [RepeatedTask] = []
         var upstreams = try! UpstreamGroups([])
+        var cache: HTTPCache?
         var droppedSeen = 0
         var reloadAction: (@Sendable () async -> ReloadOutcome)?
     }
@@ -106,12 +108,14 @@ public final class ProximaServer: Sendable {
         if let a = config.admin { admin = try await bindAdmin(a) }
         let settings: RuntimeSettings
         do {
-            settings = try RuntimeSettings(config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress))
+            settings = try RuntimeSettings(
+                config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress), cache: Self.makeCache(config, previous: nil))
         } catch {
             try? await admin?.close()
             throw error
         }
         startHealthChecks(settings.upstreams)
+        state.withLock { $0.cache = settings.cache }
         var bound: [Listener] = []
         do {
             for l in config.listeners {
@@ -214,11 +218,12 @@ public final class ProximaServer: Sendable {
     private func apply(_ config: ProximaConfiguration) async throws {
         let (oldConfig, oldListeners, oldLog) = state.withLock { ($0.config, $0.listeners, $0.accessLog) }
         let log = config.logging.access == oldConfig.logging.access ? oldLog : try Self.makeAccessLog(config)
-        let (admin, previousUpstreams) = state.withLock { ($0.admin, $0.upstreams) }
+        let (admin, previousUpstreams, previousCache) = state.withLock { ($0.admin, $0.upstreams, $0.config.cache == config.cache ? $0.cache : nil) }
         let settings: RuntimeSettings
         do {
             settings = try RuntimeSettings(
-                config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress), previousUpstreams: previousUpstreams)
+                config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress), previousUpstreams: previousUpstreams,
+                cache: previousCache ?? Self.makeCache(config, previous: nil))
         } catch {
             if log !== oldLog { log.shutdown() }
             throw error
@@ -240,6 +245,7 @@ public final class ProximaServer: Sendable {
             throw error
         }
         startHealthChecks(settings.upstreams)
+        state.withLock { $0.cache = settings.cache }
         let removed = oldListeners.filter { old in !kept.contains { $0 === old } }
         for l in removed { l.quiesce.initiateShutdown(promise: nil) }
         state.withLock { s in
@@ -287,6 +293,17 @@ public final class ProximaServer: Sendable {
         for l in logs { l.shutdown() }
         if let admin = state.withLock({ $0.admin }) { try? await admin.close() }
         try? await threadPool.shutdownGracefully()
+    }
+
+    /// The memory cache a configuration asks for (a reload with the same cache settings keeps
+    /// the one running, and what it holds).
+    static func makeCache(_ config: ProximaConfiguration, previous: HTTPCache?) -> HTTPCache? {
+        guard config.cache.enabled else { return nil }
+        if let previous { return previous }
+        var heuristic = CachePolicy.Heuristic()
+        heuristic.fraction = config.cache.heuristicFraction
+        heuristic.maxLifetime = Int(config.cache.heuristicMax.nanoseconds / 1_000_000_000)
+        return HTTPCache(capacity: config.cache.memory.bytes, maxObjectSize: config.cache.maxObject.bytes, heuristic: heuristic)
     }
 
     /// Replaces the running health checks with those of `groups` (a reload starts its groups

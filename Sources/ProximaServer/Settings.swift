@@ -65,6 +65,8 @@ final class RuntimeSettings: Sendable {
     let upstreams: UpstreamGroups
     /// Certificates of the TLS listeners, by listener name.
     let listenerTLS: [String: ListenerTLS]
+    /// The HTTP cache (nil: off). Kept across reloads that do not change its size.
+    let cache: HTTPCache?
     /// Each listener's settings by name (a listener kept across a reload takes the new ones).
     let listeners: [String: ListenerConfig]
 
@@ -72,8 +74,9 @@ final class RuntimeSettings: Sendable {
     /// refused and the running configuration stays).
     init(
         config: ProximaConfiguration, accessLog: AccessLogWriter, protectedEndpoints: ProtectedEndpoints = ProtectedEndpoints(),
-        previousUpstreams: UpstreamGroups? = nil
+        previousUpstreams: UpstreamGroups? = nil, cache: HTTPCache? = nil
     ) throws {
+        self.cache = cache
         var tls: [String: ListenerTLS] = [:]
         for l in config.listeners {
             if let t = l.tls { tls[l.name] = try ListenerTLS(t, listener: l.name, http2: l.speaksHTTP2) }

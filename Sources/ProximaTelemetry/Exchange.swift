@@ -10,6 +10,12 @@ public enum ResultCode: String, Sendable, Equatable, CaseIterable {
     case none = "TAG_NONE"
     /// The client went away before the response was complete.
     case missAborted = "TCP_MISS_ABORTED"
+    /// Answered from the memory cache.
+    case memHit = "TCP_MEM_HIT"
+    /// The client's conditional request answered `304` from the cache.
+    case inmHit = "TCP_INM_HIT"
+    /// Not in the cache, and the request said only-if-cached.
+    case cacheMissOnly = "TCP_MISS_ONLY_IF_CACHED"
 }
 
 /// The record of one request (or one tunnel) as it passes through the proxy. Every phase adds

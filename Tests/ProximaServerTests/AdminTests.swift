@@ -311,7 +311,7 @@ struct DashboardTests {
             let url = "http://127.0.0.1:\(port)/#token=\(adminToken)"
             let flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--no-first-run",
                          "--user-data-dir=\(makeTempPath("proxima-chromium", ""))", "--virtual-time-budget=5000"]
-            let dom = try await run(chromium, flags + ["--dump-dom", url]).output
+            let dom = try await withBrowser { try await run(chromium, flags + ["--dump-dom", url]).output }
             let status = try #require(try JSONSerialization.jsonObject(with: Data(try await admin(port, "/status").body.utf8)) as? [String: Any])
             #expect(dom.contains("data-loaded=\"yes\""), "the page did not render /status")
             #expect(elementText(dom, id: "total-requests") == "11")
@@ -335,7 +335,7 @@ struct DashboardTests {
             try FileManager.default.createDirectory(atPath: shotDir, withIntermediateDirectories: true)
             let shot = shotDir + "/dashboard.png"
             unlink(shot)
-            _ = try await run(chromium, flags + ["--window-size=1400,1000", "--screenshot=\(shot)", url])
+            _ = try await withBrowser { try await run(chromium, flags + ["--window-size=1400,1000", "--screenshot=\(shot)", url]) }
             let png = try #require(FileManager.default.contents(atPath: shot))
             #expect(png.count > 20_000 && png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
         }

@@ -191,7 +191,7 @@ struct AdBlockingBrowserTests {
                 // Loopback would bypass the proxy without the second flag.
                 "--proxy-server=\(proxy.url)", "--proxy-bypass-list=<-loopback>",
             ]
-            let dom = try await run(chromium, flags + ["--dump-dom", "\(origin.url)/site/page.html"]).output
+            let dom = try await withBrowser { try await run(chromium, flags + ["--dump-dom", "\(origin.url)/site/page.html"]).output }
             let marker = "data-result=\""
             let start = try #require(dom.range(of: marker), "the page did not finish loading: \(dom.prefix(2000))")
             let json = dom[start.upperBound...].prefix { $0 != "\"" }.replacingOccurrences(of: "&quot;", with: "\"")

@@ -157,7 +157,7 @@ struct ForwardProxyTests {
         defer { Task { await origin.stop() } }
         try await ProxyHarness.withProxy { proxy in
             // The client gives up mid-body: that upstream connection must not serve anyone else.
-            let cut = try await RawClient.exchange(port: proxy.port, send: ["GET \(origin.url)/short HTTP/1.1\r\nHost: a\r\n\r\n"], timeout: .seconds(5)) {
+            let cut = try await RawClient.exchange(port: proxy.port, send: ["GET \(origin.url)/short HTTP/1.1\r\nHost: a\r\n\r\n"], timeout: .seconds(30)) {
                 $0.hasSuffix("only5")
             }
             #expect(cut.text.hasSuffix("only5"))
@@ -198,7 +198,7 @@ struct ForwardProxyTests {
         try await ProxyHarness.withProxy { proxy in
             let reply = try await RawClient.exchange(
                 port: proxy.port, send: ["PUT \(origin.url)/echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"],
-                timeout: .seconds(5)
+                timeout: .seconds(30)
             ) { $0.contains("100 Continue") }
             #expect(reply.text.hasPrefix("HTTP/1.1 100 Continue\r\n"))
         }

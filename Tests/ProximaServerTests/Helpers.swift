@@ -154,6 +154,38 @@ func runBlocking(_ executable: String, _ arguments: [String], environment: [Stri
     return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
 }
 
+/// One headless browser at a time: three at once on two cores starved the other tests of CPU
+/// for seconds.
+actor BrowserSlot {
+    static let shared = BrowserSlot()
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func acquire() async {
+        if !busy {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func release() {
+        if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
+    }
+}
+
+func withBrowser<T>(_ body: () async throws -> T) async throws -> T {
+    await BrowserSlot.shared.acquire()
+    do {
+        let result = try await body()
+        await BrowserSlot.shared.release()
+        return result
+    } catch {
+        await BrowserSlot.shared.release()
+        throw error
+    }
+}
+
 /// Polls `condition` until it holds or the deadline passes; no fixed sleeps.
 func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
     let clock = ContinuousClock()

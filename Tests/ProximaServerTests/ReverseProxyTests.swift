@@ -365,10 +365,11 @@ struct UpstreamQueueTests {
     @Test func aQueuedRequestTakesTheNextFreeSlot() async throws {
         let origin = try await TestOrigin.start()
         defer { Task { await origin.stop() } }
-        try await ProxyHarness.withProxy({ Self.configure(&$0, origin: origin.port, queueTimeout: 30, slowTimeout: 1) }) { proxy in
-            async let holder = send(proxy, ["GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"])
+        // The slot is held long enough for a loaded machine to send the other two requests.
+        try await ProxyHarness.withProxy({ Self.configure(&$0, origin: origin.port, queueTimeout: 30, slowTimeout: 5) }) { proxy in
+            async let holder = send(proxy, ["GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"], timeout: .seconds(60))
             #expect(await eventually { origin.connectionsOpen == 1 })
-            async let queued = send(proxy, ["GET /bytes/3 HTTP/1.1\r\nHost: a\r\n\r\n"])
+            async let queued = send(proxy, ["GET /bytes/3 HTTP/1.1\r\nHost: a\r\n\r\n"], timeout: .seconds(60))
             #expect(await eventually { proxy.server.upstreamQueues["app"] == 1 })
             // The queue is full: answered at once.
             let refused = try #require(try await send(proxy, ["GET /bytes/4 HTTP/1.1\r\nHost: a\r\n\r\n"]).replies.first)
@@ -481,9 +482,12 @@ struct WebSocketTests {
             ]
             browser.standardOutput = FileHandle.nullDevice
             browser.standardError = FileHandle.nullDevice
-            try browser.run()
-            defer { browser.terminate() }
-            #expect(await eventually(timeout: .seconds(90)) { !origin.results.isEmpty })
+            let reported = try await withBrowser {
+                try browser.run()
+                defer { browser.terminate() }
+                return await eventually(timeout: .seconds(90)) { !origin.results.isEmpty }
+            }
+            #expect(reported)
             #expect(origin.results == ["echo:hello through proxima"])
             // The WebSocket's record is written when its tunnel ends, after the page's report.
             let tunnelLogged = await eventually(timeout: .seconds(30)) {

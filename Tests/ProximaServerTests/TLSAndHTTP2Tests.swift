@@ -127,7 +127,7 @@ struct TLSAndHTTP2Tests {
                 say(new.getpeercert()["serialNumber"] + " " + get(new))
                 """
             async let client = run("/usr/bin/python3", ["-c", script, String(proxy.port), pki.caCertificate, out, flag])
-            #expect(await eventually { (readFile(out) ?? "").contains("\n") })
+            #expect(await eventually(timeout: .seconds(60)) { (readFile(out) ?? "").contains("\n") })
             try pki.leaf("www", names: ["www.example"])
             var same = proxy.server.configuration
             same.listeners[0].address.port = proxy.port

@@ -1,0 +1,105 @@
+import NIOCore
+import ProximaCache
+import ProximaHTTP1
+import Synchronization
+
+/// One stored response: its head as received (served through the same head writer as a
+/// fetched answer, so hop-by-hop fields, header rules and `Via` apply alike), the body without
+/// transfer coding, and what freshness needs.
+final class CacheEntry: Sendable {
+    let head: ResponseHead
+    let body: ByteBuffer
+    let facts: ResponseFacts
+    let timing: ResponseTiming
+    let lifetime: Int
+    /// The request's values of the fields `Vary` names (the secondary key).
+    let varyKey: String
+    let size: Int
+
+    init(head: ResponseHead, body: ByteBuffer, facts: ResponseFacts, timing: ResponseTiming, lifetime: Int, varyKey: String) {
+        self.head = head
+        self.body = body
+        self.facts = facts
+        self.timing = timing
+        self.lifetime = lifetime
+        self.varyKey = varyKey
+        self.size = body.readableBytes + head.bytes.readableBytes + 512
+    }
+}
+
+/// The memory cache shared by every connection: per URL, the stored variants (one per `Vary`
+/// key), least recently used URLs evicted first when the bytes pass the limit. One lock, held
+/// for a lookup or an insert, never across I/O.
+final class HTTPCache: Sendable {
+    let maxObjectSize: Int
+    let heuristic: CachePolicy.Heuristic
+    private let store: Mutex<LRUStore<[CacheEntry]>>
+
+    init(capacity: Int, maxObjectSize: Int, heuristic: CachePolicy.Heuristic = CachePolicy.Heuristic()) {
+        self.maxObjectSize = maxObjectSize
+        self.heuristic = heuristic
+        self.store = Mutex(LRUStore(capacity: capacity))
+    }
+
+    /// The variant of `key` whose `Vary` fields match this request's.
+    func lookup(_ key: String, header: (String) -> [String]) -> CacheEntry? {
+        guard let variants = store.withLock({ $0.get(key) }) else { return nil }
+        return variants.first { entry in
+            CachePolicy.varyKey(entry.facts.vary, header: header) == entry.varyKey
+        }
+    }
+
+    /// Stores `entry` under `key`, replacing the variant with the same secondary key.
+    func insert(_ key: String, _ entry: CacheEntry) {
+        store.withLock { s in
+            var variants = s.peek(key) ?? []
+            variants.removeAll { $0.varyKey == entry.varyKey || $0.facts.vary != entry.facts.vary }
+            variants.insert(entry, at: 0)
+            // A URL holds a handful of variants at most (Accept-Encoding, Accept-Language).
+            if variants.count > 8 { variants.removeLast(variants.count - 8) }
+            s.insert(key, variants, size: variants.reduce(0) { $0 + $1.size })
+        }
+    }
+
+    func remove(_ key: String) {
+        _ = store.withLock { $0.remove(key) }
+    }
+
+    var totalSize: Int { store.withLock { $0.totalSize } }
+    var count: Int { store.withLock { $0.count } }
+}
+
+/// A response being stored while it passes to the client.
+final class CacheCapture {
+    let key: String
+    let head: ResponseHead
+    let facts: ResponseFacts
+    let timing: ResponseTiming
+    let varyKey: String
+    let limit: Int
+    var body: ByteBuffer
+    /// Over the size limit: given up, the rest only passes through.
+    var abandoned = false
+
+    init(key: String, head: ResponseHead, facts: ResponseFacts, timing: ResponseTiming, varyKey: String, limit: Int, expected: Int?) {
+        self.key = key
+        self.head = head
+        self.facts = facts
+        self.timing = timing
+        self.varyKey = varyKey
+        self.limit = limit
+        self.body = ByteBuffer()
+        body.reserveCapacity(min(expected ?? 4096, limit))
+    }
+
+    func append(_ bytes: ByteBuffer) {
+        guard !abandoned else { return }
+        if body.readableBytes + bytes.readableBytes > limit {
+            abandoned = true
+            body = ByteBuffer()
+            return
+        }
+        var b = bytes
+        body.writeBuffer(&b)
+    }
+}

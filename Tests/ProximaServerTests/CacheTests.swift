@@ -1,0 +1,154 @@
+import Atomics
+import Foundation
+import NIOCore
+import ProximaBalance
+import ProximaConfig
+import ProximaPolicy
+import ProximaTesting
+import Testing
+
+/// The memory cache through the proxy, both roles, against an origin that says how it may be
+/// cached and numbers its answers (a body that repeats a number came from the cache).
+@Suite("HTTP cache: memory store through the proxy")
+struct CacheTests {
+    /// Routes by path: the answer's caching fields, and a body carrying the answer's number.
+    static func origin() async throws -> RawOrigin {
+        let counter = ManagedAtomic(0)
+        return try await RawOrigin.start(closeAfter: false) { head in
+            let n = counter.wrappingIncrementThenLoad(ordering: .relaxed)
+            let line = head.prefix { $0 != "\r" }
+            let parts = line.split(separator: " ")
+            let method = parts.first.map(String.init) ?? ""
+            let path = parts.count > 1 ? String(parts[1]) : "/"
+            func header(_ name: String) -> String {
+                head.split(separator: "\r\n").first { $0.lowercased().hasPrefix(name + ":") }.map { String($0.dropFirst(name.count + 1)).trimmingCharacters(in: .whitespaces) } ?? ""
+            }
+            var fields = ["Cache-Control: max-age=60", "ETag: \"v\(n)\""]
+            var body = "answer \(n)"
+            let route = path.prefix(while: { $0 != "?" })
+            switch route {
+            case "/private": fields = ["Cache-Control: private, max-age=60"]
+            case "/nostore": fields = ["Cache-Control: no-store"]
+            case "/stale": fields = ["Cache-Control: max-age=0"]
+            case "/cookie": fields = ["Cache-Control: max-age=60", "Set-Cookie: id=\(n)"]
+            case "/vary":
+                fields = ["Cache-Control: max-age=60", "Vary: Accept-Language"]
+                body = "answer \(n) in \(header("accept-language"))"
+            case "/big": body = String(repeating: "x", count: 5000) + " \(n)"
+            case "/chunked":
+                let chunk = "answer \(n)"
+                return "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n\(String(chunk.utf8.count, radix: 16))\r\n\(chunk)\r\n0\r\n\r\n"
+            default: break
+            }
+            if method == "POST" { fields = [] }
+            return "HTTP/1.1 200 OK\r\n" + fields.map { $0 + "\r\n" }.joined() + "Content-Length: \(body.utf8.count)\r\n\r\n" + (method == "HEAD" ? "" : body)
+        }
+    }
+
+    static func reverse(_ c: inout ProximaConfiguration, origin: Int) {
+        c.listeners = [ListenerConfig(name: "web", role: .reverse, address: ListenAddress(host: "127.0.0.1", port: 0))]
+        c.access = AccessPolicy(rules: [AccessRule(name: "anyone", action: .allow, clients: [CIDR("0.0.0.0/0")!])])
+        c.upstreams = [UpstreamGroupConfig(name: "app", servers: [Backend(host: "127.0.0.1", port: origin)])]
+        c.routes = RouteTable([Route(name: "all", action: .upstream("app"))])
+        c.cache.memory = ByteSize(bytes: 1 << 20)
+        c.cache.maxObject = ByteSize(bytes: 4096)
+    }
+
+    static func get(_ proxy: RunningProxy, _ path: String, _ extra: String = "", method: String = "GET") async throws -> Reply {
+        try #require(try await send(proxy, ["\(method) \(path) HTTP/1.1\r\nHost: www.example\r\n\(extra)\r\n"]).replies.first)
+    }
+
+    @Test func freshAnswersComeFromTheCache() async throws {
+        let origin = try await Self.origin()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.reverse(&$0, origin: origin.port) }) { proxy in
+            let first = try await Self.get(proxy, "/page")
+            #expect(first.body == "answer 1" && first.header("cache-status") == "proxima; fwd=uri-miss; stored", "\(first.headers("cache-status"))")
+            let second = try await Self.get(proxy, "/page")
+            #expect(second.body == "answer 1" && second.header("cache-status") == "proxima; hit", "\(second.body)")
+            #expect(second.header("age").flatMap(Int.init) != nil && second.header("etag") == "\"v1\"")
+            #expect(origin.requestsSeen == 1)
+            // HEAD from the stored GET: the same fields and length, no body.
+            let headRaw = try await send(proxy, ["HEAD /page HTTP/1.1\r\nHost: www.example\r\nConnection: close\r\n\r\n"]).raw
+            let head = try #require(parseReplies(headRaw, headRequest: true).first)
+            #expect(head.status == 200 && head.header("content-length") == "8" && head.body.isEmpty)
+            // The client's own validators: 304 from the cache.
+            let conditional = try await Self.get(proxy, "/page", "If-None-Match: \"v1\"\r\n")
+            #expect(conditional.status == 304 && conditional.body.isEmpty && conditional.header("etag") == "\"v1\"")
+            #expect(origin.requestsSeen == 1)
+            // The request's no-cache goes to the origin (and the new answer replaces the old).
+            let reload = try await Self.get(proxy, "/page", "Cache-Control: no-cache\r\n")
+            #expect(reload.body == "answer 2")
+            #expect(try await Self.get(proxy, "/page").body == "answer 2")
+            // A chunked answer is stored de-chunked and served with a length.
+            _ = try await Self.get(proxy, "/chunked")
+            let chunked = try await Self.get(proxy, "/chunked")
+            #expect(chunked.body == "answer 3" && chunked.header("content-length") == "8" && chunked.header("transfer-encoding") == nil)
+            let results = jsonRecords(await proxy.waitForAccessLog(count: 8)).compactMap { $0["result"] as? String }
+            #expect(results.contains("TCP_MEM_HIT") && results.contains("TCP_INM_HIT") && results.contains("TCP_MISS"), "\(results)")
+        }
+    }
+
+    @Test func whatMustNotBeStoredIsNot() async throws {
+        let origin = try await Self.origin()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.reverse(&$0, origin: origin.port) }) { proxy in
+            for path in ["/private", "/nostore", "/cookie", "/stale", "/big"] {
+                let a = try await Self.get(proxy, path)
+                let b = try await Self.get(proxy, path)
+                #expect(a.body != b.body, "\(path) must not be served from the cache")
+            }
+            // A request with credentials is not stored (the answer has no public/s-maxage).
+            let withAuth = try await Self.get(proxy, "/secret", "Authorization: Basic YTpi\r\n")
+            let after = try await Self.get(proxy, "/secret")
+            #expect(withAuth.body != after.body)
+            // A request's no-store: neither served from nor put in the cache.
+            _ = try await Self.get(proxy, "/ns", "Cache-Control: no-store\r\n")
+            let fetched = try await Self.get(proxy, "/ns")
+            #expect(fetched.header("cache-status") == "proxima; fwd=uri-miss; stored")
+            // only-if-cached with nothing stored: 504 without asking the origin.
+            let before = origin.requestsSeen
+            let onlyCached = try await Self.get(proxy, "/never", "Cache-Control: only-if-cached\r\n")
+            #expect(onlyCached.status == 504 && origin.requestsSeen == before)
+        }
+    }
+
+    @Test func varyKeepsVariantsApart() async throws {
+        let origin = try await Self.origin()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.reverse(&$0, origin: origin.port) }) { proxy in
+            let de = try await Self.get(proxy, "/vary", "Accept-Language: de\r\n")
+            let fr = try await Self.get(proxy, "/vary", "Accept-Language: fr\r\n")
+            #expect(de.body.hasSuffix("in de") && fr.body.hasSuffix("in fr"))
+            #expect(try await Self.get(proxy, "/vary", "Accept-Language: de\r\n").body == de.body)
+            #expect(try await Self.get(proxy, "/vary", "Accept-Language: fr\r\n").body == fr.body)
+            #expect(origin.requestsSeen == 2)
+        }
+    }
+
+    @Test func unsafeMethodsInvalidate() async throws {
+        let origin = try await Self.origin()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.reverse(&$0, origin: origin.port) }) { proxy in
+            let first = try await Self.get(proxy, "/item")
+            #expect(try await Self.get(proxy, "/item").body == first.body)
+            _ = try await send(proxy, ["POST /item HTTP/1.1\r\nHost: www.example\r\nContent-Length: 1\r\n\r\nx"])
+            #expect(try await Self.get(proxy, "/item").body != first.body)
+        }
+    }
+
+    /// The forward role caches by absolute URL.
+    @Test func forwardProxyCachesToo() async throws {
+        let origin = try await Self.origin()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ $0.cache.memory = ByteSize(bytes: 1 << 20) }) { proxy in
+            func get() async throws -> Reply {
+                try #require(try await send(proxy, ["GET \(origin.url)/page HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\n\r\n"]).replies.first)
+            }
+            let a = try await get()
+            let b = try await get()
+            #expect(a.body == "answer 1" && b.body == "answer 1" && b.header("cache-status") == "proxima; hit")
+            #expect(origin.requestsSeen == 1)
+        }
+    }
+}
