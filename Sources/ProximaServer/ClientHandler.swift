@@ -92,6 +92,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         /// and the Cache-Status the answer carries.
         var cacheKey: String?
         var capture: CacheCapture?
+        /// A stale stored answer being validated with the origin (its validators went out with
+        /// the request); `staleIfError`: it may answer if the origin fails.
+        var revalidating: CacheEntry?
+        var staleIfError = false
         var cacheStatus: String?
         var requestWallTime = 0
         /// Waiting in an upstream group's queue, and when that wait ends.
@@ -870,12 +874,20 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         let pragmaNoCache = Self.values(head, "pragma").contains { $0.lowercased().contains("no-cache") }
         if let entry = cache.lookup(key, header: { Self.values(head, $0) }) {
             let age = entry.timing.currentAge(now: cur.requestWallTime)
-            switch CachePolicy.use(request: request, pragmaNoCache: pragmaNoCache, response: entry.facts.cacheControl, lifetime: entry.lifetime, age: age) {
+            let use = CachePolicy.use(request: request, pragmaNoCache: pragmaNoCache, response: entry.facts.cacheControl, lifetime: entry.lifetime, age: age)
+            switch use {
             case .fresh, .staleAllowed:
                 serveFromCache(cur, entry, age: age)
                 return true
-            default:
+            case .validate, .staleWhileRevalidate:
                 cur.cacheStatus = "proxima; fwd=stale"
+                // Validated with the origin when the stored answer has validators and the client
+                // sent none of its own (its conditionals then go to the origin untouched).
+                let clientConditional = head.firstValue("if-none-match") != nil || head.firstValue("if-modified-since") != nil
+                if !clientConditional, entry.facts.etag != nil || entry.facts.lastModified != nil {
+                    cur.revalidating = entry
+                    if case .validate(true) = use { cur.staleIfError = true }
+                }
             }
         } else {
             cur.cacheStatus = "proxima; fwd=uri-miss"
@@ -891,7 +903,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     /// Writes a stored response (or `304` to a client whose validators match it) with `Age`
     /// and `Cache-Status`, and ends the exchange as any other.
-    private func serveFromCache(_ cur: Current, _ entry: CacheEntry, age: Int) {
+    private func serveFromCache(
+        _ cur: Current, _ entry: CacheEntry, age: Int, result: ResultCode = .memHit, cacheStatus: String = "proxima; hit", detail: String? = nil
+    ) {
         guard let context else { return }
         let head = cur.head
         let notModified = CachePolicy.notModified(
@@ -903,7 +917,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var edit = HeaderEdit(rules: settings.responseHeaderRules, bytes: entry.head.bytes, fields: entry.head.fields)
         edit.drop(["age", "cache-status"], bytes: entry.head.bytes, fields: entry.head.fields)
         edit.append(name: "Age", value: String(age))
-        edit.append(name: "Cache-Status", value: "proxima; hit")
+        edit.append(name: "Cache-Status", value: cacheStatus)
         if notModified {
             // RFC 9110 section 15.4.5: the fields a 200 would have carried that describe it.
             out.writeStaticString("HTTP/1.1 304 Not Modified\r\n")
@@ -912,7 +926,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 guard ["etag", "cache-control", "expires", "date", "vary", "content-location", "last-modified"].contains(name) else { continue }
                 out.writeString("\(entry.head.name(f)): \(entry.head.value(f))\r\n")
             }
-            out.writeString("Age: \(age)\r\nCache-Status: proxima; hit\r\n")
+            out.writeString("Age: \(age)\r\nCache-Status: \(cacheStatus)\r\n")
             if let via = settings.via { out.writeString("Via: 1.1 \(via)\r\n") }
             if mustClose { out.writeStaticString("Connection: close\r\n") } else if head.version == .http10 { out.writeStaticString("Connection: keep-alive\r\n") }
             out.writeStaticString("\r\n")
@@ -922,15 +936,67 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             HeadWriter.writeClientResponse(entry.head, framing: .length(entry.body.readableBytes), via: settings.via, connection: connection, edit: edit, into: &out)
             if !head.isHead { out.writeImmutableBuffer(entry.body) }
             cur.record.status = entry.head.status
-            cur.record.result = .memHit
+            cur.record.result = result
         }
         cur.record.contentType = entry.head.firstValue("content-type")
-        cur.record.detail = "cache hit, age \(age)s"
+        cur.record.detail = detail ?? "cache hit, age \(age)s"
         cur.record.bytesOut += out.readableBytes
         cur.responseStarted = true
         if mustClose { cur.clientKeepAlive = false }
         context.write(wrapOutboundOut(out), promise: nil)
         finishExchange(cur)
+    }
+
+    /// The origin confirmed a stale stored answer (304): its fields update the stored ones
+    /// (RFC 9111 section 4.3.4), the answer is fresh again, and the client gets it from the store.
+    private func refreshed(_ cur: Current, _ stale: CacheEntry, _ notModified: ResponseHead) {
+        if !notModified.serverKeepAlive { cur.upstreamReusable = false }
+        cur.response = .done
+        detachUpstream(cur, reusable: cur.upstreamReusable && cur.requestBodyDone)
+        var entry = stale
+        if let key = cur.cacheKey, let cache = settings.cache, let renewed = Self.updated(stale, with: notModified, requestTime: cur.requestWallTime, heuristic: cache.heuristic) {
+            cache.insert(key, renewed)
+            entry = renewed
+        }
+        serveFromCache(
+            cur, entry, age: entry.timing.currentAge(now: wallClock().0), result: .refreshUnmodified,
+            cacheStatus: "proxima; fwd=stale; fwd-status=304", detail: "validated with the origin (304)")
+    }
+
+    /// The stored head with the 304's fields in place of those of the same names (framing
+    /// fields excepted), and new times.
+    static func updated(_ stale: CacheEntry, with notModified: ResponseHead, requestTime: Int, heuristic: CachePolicy.Heuristic) -> CacheEntry? {
+        var fresh: [(String, String)] = []
+        for f in notModified.fields { fresh.append((notModified.name(f), notModified.value(f))) }
+        let skip: Set<String> = ["content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding", "content-range"]
+        let replaced = Set(fresh.map { $0.0.lowercased() }).subtracting(skip)
+        var text = "HTTP/1.1 \(stale.head.status) \(stale.head.reason)\r\n"
+        for f in stale.head.fields where !replaced.contains(stale.head.name(f).lowercased()) {
+            text += "\(stale.head.name(f)): \(stale.head.value(f))\r\n"
+        }
+        for (name, value) in fresh where !skip.contains(name.lowercased()) { text += "\(name): \(value)\r\n" }
+        text += "\r\n"
+        guard case .complete(let head, _)? = try? HeadParser.parseResponse(ByteBuffer(string: text), requestMethod: "GET", limits: HeadLimits(maxHeadBytes: 1 << 20)) else {
+            return nil
+        }
+        var fields: [(String, String)] = []
+        for f in head.fields { fields.append((head.name(f), head.value(f))) }
+        let now = wallClock().0
+        let facts = ResponseFacts(status: head.status, fields: fields, now: now)
+        let timing = ResponseTiming(requestTime: requestTime, responseTime: now, date: facts.date, age: facts.age)
+        let lifetime = CachePolicy.freshnessLifetime(facts, responseTime: now, heuristic: heuristic)
+        return CacheEntry(head: head, body: stale.body, facts: facts, timing: timing, lifetime: lifetime, varyKey: stale.varyKey)
+    }
+
+    /// RFC 5861 `stale-if-error`: the origin failed while a stale answer that allows it was
+    /// being validated; the stale answer goes out instead of an error.
+    private func serveStaleOnError(_ cur: Current, because reason: String) -> Bool {
+        guard cur.staleIfError, let stale = cur.revalidating, !cur.responseStarted else { return false }
+        cur.revalidating = nil
+        serveFromCache(
+            cur, stale, age: stale.timing.currentAge(now: wallClock().0), result: .staleOnError,
+            cacheStatus: "proxima; hit; fwd=stale; detail=stale-if-error", detail: "stale answer served: \(reason)")
+        return true
     }
 
     /// When a response head arrives: invalidation after an unsafe method, or whether to store
@@ -944,6 +1010,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             return
         }
         guard method == "GET", cur.hiding == nil else { return }
+        if cur.revalidating != nil {
+            cur.record.result = .refreshModified
+            cur.revalidating = nil
+        }
         var fields: [(String, String)] = []
         fields.reserveCapacity(head.fields.count)
         for f in head.fields { fields.append((head.name(f), head.value(f))) }
@@ -1068,6 +1138,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connectFailed(_ cur: Current, _ target: RequestTarget, _ error: Error) {
         let what = target.hostPort
         if cur.reverse != nil, !(error is ProtectedEndpointError), retryReverse(cur) { return }
+        if !(error is ProtectedEndpointError), serveStaleOnError(cur, because: "cannot connect to \(what)") { return }
         if error is ProtectedEndpointError {
             cur.record.detail = "\(what) is the admin API"
             metrics.denied(by: "admin API")
@@ -1126,11 +1197,16 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         // prevent-compression).
         var rules = settings.requestHeaderRules
         if !settings.routeRequestRules.isEmpty, let r = cur.reverse, let own = settings.routeRequestRules[r.route.name] { rules += own }
-        let edit = rules.isEmpty && cur.cosmetics == nil
+        var edit = rules.isEmpty && cur.cosmetics == nil
             ? HeaderEdit()
             : HeaderEdit(
                 rules: rules, bytes: cur.head.bytes, fields: cur.head.fields,
                 extraRemovals: cur.cosmetics == nil ? [] : ["accept-encoding"])
+        if let stale = cur.revalidating {
+            // The stored answer's validators: a 304 lets it answer again (RFC 9111 section 4.3.1).
+            if let etag = stale.facts.etag { edit.append(name: "If-None-Match", value: etag) }
+            if let modified = stale.facts.lastModified { edit.append(name: "If-Modified-Since", value: HTTPDate.format(modified)) }
+        }
         var crossSite: Bool?
         if cur.anonymizer != nil, !settings.suffixes.isEmpty, let referer = cur.head.firstValue("referer"),
             let refererHost = FilterRequest.host(ofURL: referer)
@@ -1272,6 +1348,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                     let name = cur.reverse.map { $0.group.config.servers[$0.server].name } ?? "?"
                     if nextReverseServer(cur) {
                         return resendElsewhere(cur, because: "\(name) answered \(head.status); tried another server")
+                    }
+                }
+                if let stale = cur.revalidating {
+                    if head.status == 304 { return refreshed(cur, stale, head) }
+                    if head.status >= 500, cur.staleIfError {
+                        cur.upstreamReusable = false
+                        detachUpstream(cur, reusable: false)
+                        if serveStaleOnError(cur, because: "the origin answered \(head.status)") { return }
                     }
                 }
                 beginResponse(cur, head, context, body: &buf)
@@ -1545,6 +1629,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         cur.record.detail = message
         if cur.responseStarted { return abortExchange() }
         detachUpstream(cur, reusable: false)
+        if serveStaleOnError(cur, because: message) { return }
         respondLocally(status, message, result: cur.record.result)
     }
 

@@ -14,6 +14,12 @@ public enum ResultCode: String, Sendable, Equatable, CaseIterable {
     case memHit = "TCP_MEM_HIT"
     /// The client's conditional request answered `304` from the cache.
     case inmHit = "TCP_INM_HIT"
+    /// A stale stored answer the origin confirmed (304).
+    case refreshUnmodified = "TCP_REFRESH_UNMODIFIED"
+    /// A stale stored answer the origin replaced with a new one.
+    case refreshModified = "TCP_REFRESH_MODIFIED"
+    /// A stale stored answer served because the origin failed (stale-if-error).
+    case staleOnError = "TCP_REFRESH_FAIL_OLD"
     /// Not in the cache, and the request said only-if-cached.
     case cacheMissOnly = "TCP_MISS_ONLY_IF_CACHED"
 }

@@ -35,6 +35,24 @@ struct CacheTests {
                 fields = ["Cache-Control: max-age=60", "Vary: Accept-Language"]
                 body = "answer \(n) in \(header("accept-language"))"
             case "/big": body = String(repeating: "x", count: 5000) + " \(n)"
+            case "/validate":
+                // Stale at once; the origin confirms it while its tag is unchanged.
+                if header("if-none-match") == "\"fixed\"" {
+                    return "HTTP/1.1 304 Not Modified\r\nETag: \"fixed\"\r\nCache-Control: max-age=60\r\nX-Refreshed: \(n)\r\n\r\n"
+                }
+                fields = ["Cache-Control: max-age=0", "ETag: \"fixed\"", "X-Refreshed: no"]
+            case "/changing": fields = ["Cache-Control: max-age=0", "ETag: \"v\(n)\""]
+            case "/fragile":
+                // The origin fails every validation; the stored answer allows stale-if-error.
+                if !header("if-none-match").isEmpty {
+                    return "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ndown"
+                }
+                fields = ["Cache-Control: max-age=0, stale-if-error=600", "ETag: \"f\""]
+            case "/strict":
+                if !header("if-none-match").isEmpty {
+                    return "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ndown"
+                }
+                fields = ["Cache-Control: max-age=0, must-revalidate, stale-if-error=600", "ETag: \"s\""]
             case "/chunked":
                 let chunk = "answer \(n)"
                 return "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n\(String(chunk.utf8.count, radix: 16))\r\n\(chunk)\r\n0\r\n\r\n"
@@ -134,6 +152,38 @@ struct CacheTests {
             #expect(try await Self.get(proxy, "/item").body == first.body)
             _ = try await send(proxy, ["POST /item HTTP/1.1\r\nHost: www.example\r\nContent-Length: 1\r\n\r\nx"])
             #expect(try await Self.get(proxy, "/item").body != first.body)
+        }
+    }
+
+    /// Stale answers are validated with the origin: a 304 makes the stored one answer again
+    /// (with the 304's fields), a 200 replaces it, a failure serves it only under stale-if-error.
+    @Test func staleAnswersAreValidated() async throws {
+        let origin = try await Self.origin()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.reverse(&$0, origin: origin.port) }) { proxy in
+            let first = try await Self.get(proxy, "/validate")
+            let second = try await Self.get(proxy, "/validate")
+            #expect(second.status == 200 && second.body == first.body, "the stored body")
+            #expect(second.header("x-refreshed") == "2" && second.header("cache-status") == "proxima; fwd=stale; fwd-status=304")
+            // Fresh now (the 304 said max-age=60): no third request to the origin.
+            let third = try await Self.get(proxy, "/validate")
+            #expect(third.body == first.body && third.header("cache-status") == "proxima; hit" && origin.requestsSeen == 2)
+
+            let a = try await Self.get(proxy, "/changing")
+            let b = try await Self.get(proxy, "/changing")
+            #expect(a.body != b.body && b.header("etag") != a.header("etag"))
+
+            let stored = try await Self.get(proxy, "/fragile")
+            let whileDown = try await Self.get(proxy, "/fragile")
+            #expect(whileDown.status == 200 && whileDown.body == stored.body, "stale-if-error: \(whileDown.status) \(whileDown.body)")
+            _ = try await Self.get(proxy, "/strict")
+            let strict = try await Self.get(proxy, "/strict")
+            #expect(strict.status == 503, "must-revalidate forbids serving it stale")
+
+            let results = jsonRecords(await proxy.waitForAccessLog(count: 9)).compactMap { $0["result"] as? String }
+            for code in ["TCP_REFRESH_UNMODIFIED", "TCP_REFRESH_MODIFIED", "TCP_REFRESH_FAIL_OLD"] {
+                #expect(results.contains(code), "\(code) in \(results)")
+            }
         }
     }
 
