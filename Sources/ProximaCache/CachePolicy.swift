@@ -217,3 +217,42 @@ public enum CachePolicy {
 
     static func weak(_ tag: String) -> String { tag.hasPrefix("W/") ? String(tag.dropFirst(2)) : tag }
 }
+
+/// A `Range: bytes=…` request against a stored answer of `length` bytes (RFC 9110 section
+/// 14): one range is served as 206; several, or another unit, are ignored (the whole answer
+/// is a valid reply); a range past the end is 416.
+public enum ByteRange: Sendable, Equatable {
+    case ignore
+    case satisfiable(ClosedRange<Int>)
+    case unsatisfiable
+
+    public static func parse(_ value: String, length: Int) -> ByteRange {
+        let v = value.trimmingOWS()
+        guard v.lowercased().hasPrefix("bytes=") else { return .ignore }
+        let spec = v.dropFirst(6).trimmingOWS()
+        guard !spec.contains(","), let dash = spec.firstIndex(of: "-") else { return .ignore }
+        let first = String(spec[..<dash]).trimmingOWS()
+        let last = String(spec[spec.index(after: dash)...]).trimmingOWS()
+        func number(_ s: String) -> Int? {
+            guard !s.isEmpty, s.utf8.count <= 18, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+            return Int(s)
+        }
+        if first.isEmpty {
+            // The last N bytes.
+            guard let n = number(last) else { return .ignore }
+            guard n > 0, length > 0 else { return .unsatisfiable }
+            return .satisfiable(max(0, length - n)...(length - 1))
+        }
+        guard let start = number(first) else { return .ignore }
+        let end: Int
+        if last.isEmpty {
+            end = length - 1
+        } else {
+            guard let e = number(last) else { return .ignore }
+            guard e >= start else { return .ignore }
+            end = min(e, length - 1)
+        }
+        guard start < length else { return .unsatisfiable }
+        return .satisfiable(start...end)
+    }
+}

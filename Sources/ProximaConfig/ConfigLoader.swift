@@ -322,8 +322,14 @@ final class NodeReader {
                     }
                 }
             case "cache":
-                mapping(node, path, keys: ["memory", "max_object", "heuristic_fraction", "heuristic_max"]) { k, n, p in
+                mapping(node, path, keys: ["memory", "max_object", "heuristic_fraction", "heuristic_max", "purge_clients"]) { k, n, p in
                     switch k {
+                    case "purge_clients":
+                        c.cache.purgeClients = stringList(n, p).compactMap { s, sn, sp in
+                            if let cidr = CIDR(s) { return cidr }
+                            fail(sp, sn, "'\(s)' is not an IP address or CIDR network")
+                            return nil
+                        }
                     case "memory": if let v = size(n, p) { c.cache.memory = v }
                     case "max_object": if let v = size(n, p) { c.cache.maxObject = v }
                     case "heuristic_max": if let v = duration(n, p) { c.cache.heuristicMax = v }

@@ -862,13 +862,18 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         guard let cache = settings.cache else { return false }
         let head = cur.head
         cur.requestWallTime = cur.record.startSeconds
+        if head.method == "PURGE" {
+            purge(cur, key: key, cache: cache)
+            return true
+        }
         guard head.method == "GET" || head.method == "HEAD" else {
             // Unsafe methods invalidate what is stored for the URL (section 4.4).
             if head.method != "OPTIONS", head.method != "TRACE" { cur.cacheKey = key }
             return false
         }
-        // Range requests pass through; a body on a GET makes it no ordinary GET.
-        guard cur.requestBodyDone, head.firstValue("range") == nil else { return false }
+        // A body on a GET makes it no ordinary GET.
+        guard cur.requestBodyDone else { return false }
+        let range = head.method == "GET" ? head.firstValue("range") : nil
         let request = CacheControl(Self.values(head, "cache-control"))
         if !request.noStore { cur.cacheKey = key }
         let pragmaNoCache = Self.values(head, "pragma").contains { $0.lowercased().contains("no-cache") }
@@ -877,8 +882,12 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             let use = CachePolicy.use(request: request, pragmaNoCache: pragmaNoCache, response: entry.facts.cacheControl, lifetime: entry.lifetime, age: age)
             switch use {
             case .fresh, .staleAllowed:
-                serveFromCache(cur, entry, age: age)
+                serveFromCache(cur, entry, age: age, range: range.flatMap { Self.rangeToServe($0, head, entry) })
                 return true
+            case .validate where range != nil, .staleWhileRevalidate where range != nil:
+                // A range of a stale answer: passed to the origin as it is, nothing stored.
+                cur.cacheKey = nil
+                return false
             case .validate, .staleWhileRevalidate:
                 cur.cacheStatus = "proxima; fwd=stale"
                 // Validated with the origin when the stored answer has validators and the client
@@ -889,6 +898,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                     if case .validate(true) = use { cur.staleIfError = true }
                 }
             }
+        } else if range != nil {
+            cur.cacheKey = nil
+            return false
         } else {
             cur.cacheStatus = "proxima; fwd=uri-miss"
         }
@@ -903,11 +915,31 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     /// Writes a stored response (or `304` to a client whose validators match it) with `Age`
     /// and `Cache-Status`, and ends the exchange as any other.
+    /// The byte range to answer with, when `If-Range` (if any) still names this answer; nil:
+    /// the whole answer.
+    private static func rangeToServe(_ value: String, _ head: RequestHead, _ entry: CacheEntry) -> ByteRange? {
+        if let ifRange = head.firstValue("if-range") {
+            let matches: Bool
+            if ifRange.hasPrefix("\"") {
+                matches = entry.facts.etag == ifRange  // strong comparison only
+            } else {
+                matches = entry.facts.lastModified != nil && HTTPDate.parse(ifRange) == entry.facts.lastModified
+            }
+            if !matches { return nil }
+        }
+        let r = ByteRange.parse(value, length: entry.body.readableBytes)
+        return r == .ignore ? nil : r
+    }
+
     private func serveFromCache(
-        _ cur: Current, _ entry: CacheEntry, age: Int, result: ResultCode = .memHit, cacheStatus: String = "proxima; hit", detail: String? = nil
+        _ cur: Current, _ entry: CacheEntry, age: Int, result: ResultCode = .memHit, cacheStatus: String = "proxima; hit", detail: String? = nil,
+        range: ByteRange? = nil
     ) {
         guard let context else { return }
         let head = cur.head
+        if let range, !(head.firstValue("if-none-match") != nil || head.firstValue("if-modified-since") != nil) {
+            return servePart(cur, entry, age: age, range: range, cacheStatus: cacheStatus, context: context)
+        }
         let notModified = CachePolicy.notModified(
             ifNoneMatch: Self.values(head, "if-none-match"), ifModifiedSince: head.firstValue("if-modified-since"),
             etag: entry.facts.etag, lastModified: entry.facts.lastModified, date: entry.facts.date, now: cur.requestWallTime)
@@ -945,6 +977,78 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if mustClose { cur.clientKeepAlive = false }
         context.write(wrapOutboundOut(out), promise: nil)
         finishExchange(cur)
+    }
+
+    /// `206 Partial Content` (or `416`) from a stored answer: its fields as stored (without
+    /// framing and connection fields), `Content-Range`, and the slice of the body.
+    private func servePart(_ cur: Current, _ entry: CacheEntry, age: Int, range: ByteRange, cacheStatus: String, context: ChannelHandlerContext) {
+        let total = entry.body.readableBytes
+        let mustClose = !cur.clientKeepAlive || quiescing
+        var out = context.channel.allocator.buffer(capacity: total + 512)
+        let slice: ByteBuffer?
+        switch range {
+        case .satisfiable(let r):
+            out.writeStaticString("HTTP/1.1 206 Partial Content\r\n")
+            slice = entry.body.getSlice(at: entry.body.readerIndex + r.lowerBound, length: r.count)
+            cur.record.status = 206
+            Self.writeStoredFields(entry.head, into: &out)
+            out.writeString("Content-Range: bytes \(r.lowerBound)-\(r.upperBound)/\(total)\r\nContent-Length: \(r.count)\r\n")
+        default:
+            out.writeStaticString("HTTP/1.1 416 Range Not Satisfiable\r\n")
+            slice = nil
+            cur.record.status = 416
+            out.writeString("Content-Range: bytes */\(total)\r\nContent-Length: 0\r\n")
+        }
+        out.writeString("Age: \(age)\r\nCache-Status: \(cacheStatus)\r\n")
+        if let via = settings.via { out.writeString("Via: 1.1 \(via)\r\n") }
+        if mustClose { out.writeStaticString("Connection: close\r\n") } else if cur.head.version == .http10 { out.writeStaticString("Connection: keep-alive\r\n") }
+        out.writeStaticString("\r\n")
+        if let slice { out.writeImmutableBuffer(slice) }
+        cur.record.result = .memHit
+        cur.record.detail = "cache hit, part of the stored answer"
+        cur.record.bytesOut += out.readableBytes
+        cur.responseStarted = true
+        if mustClose { cur.clientKeepAlive = false }
+        context.write(wrapOutboundOut(out), promise: nil)
+        finishExchange(cur)
+    }
+
+    /// The stored fields that describe the answer (not its framing or the connection).
+    private static func writeStoredFields(_ head: ResponseHead, into out: inout ByteBuffer) {
+        let listed = Set(head.connection.others.map { $0.lowercased() })
+        let skip: Set<String> = [
+            "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length", "content-range", "age",
+            "cache-status",
+        ]
+        for f in head.fields {
+            let name = head.name(f).lowercased()
+            if skip.contains(name) || listed.contains(name) { continue }
+            out.writeString("\(head.name(f)): \(head.value(f))\r\n")
+        }
+    }
+
+    /// `PURGE` (Squid's and Varnish's): removes the URL's stored answers, for the clients in
+    /// `cache.purge_clients` only.
+    private func purge(_ cur: Current, key: String, cache: HTTPCache) {
+        guard let ip = clientIP, settings.purgeClients.contains(where: { $0.contains(ip) }) else {
+            cur.record.detail = "PURGE from a client not in cache.purge_clients"
+            return respondLocally(403, "PURGE is not allowed from this address (cache.purge_clients).", result: .denied)
+        }
+        let found = cache.contains(key)
+        cache.remove(key)
+        cur.record.detail = found ? "purged from the cache" : "PURGE: not in the cache"
+        respondLocally(found ? 200 : 404, found ? "Purged." : "Not in the cache.", result: .none, body: (Array((found ? "purged\n" : "not cached\n").utf8), "text/plain"))
+    }
+
+    /// The cache key of a `Location` value when it is on the same origin as `key` (relative, or
+    /// absolute with the same scheme and authority).
+    static func sameOriginKey(_ location: String, of key: String) -> String? {
+        guard let schemeEnd = key.range(of: "://") else { return nil }
+        let afterScheme = key[schemeEnd.upperBound...]
+        let origin = String(key[..<(afterScheme.firstIndex(of: "/") ?? key.endIndex)])
+        if location.hasPrefix("/"), !location.hasPrefix("//") { return origin + location }
+        if location.lowercased().hasPrefix(origin.lowercased() + "/") { return origin + location.dropFirst(origin.count) }
+        return nil
     }
 
     /// The origin confirmed a stale stored answer (304): its fields update the stored ones
@@ -1006,7 +1110,13 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         guard let cache = settings.cache, let key = cur.cacheKey else { return }
         let method = cur.head.method
         if method != "GET" && method != "HEAD" {
-            if head.status < 400 { cache.remove(key) }
+            // Section 4.4: the target, and Location / Content-Location on the same origin.
+            if head.status < 400 {
+                cache.remove(key)
+                for name in ["location", "content-location"] {
+                    if let value = head.firstValue(name), let other = Self.sameOriginKey(value, of: key) { cache.remove(other) }
+                }
+            }
             return
         }
         guard method == "GET", cur.hiding == nil else { return }

@@ -61,6 +61,8 @@ final class HTTPCache: Sendable {
         }
     }
 
+    func contains(_ key: String) -> Bool { store.withLock { $0.peek(key) != nil } }
+
     func remove(_ key: String) {
         _ = store.withLock { $0.remove(key) }
     }

@@ -67,6 +67,7 @@ final class RuntimeSettings: Sendable {
     let listenerTLS: [String: ListenerTLS]
     /// The HTTP cache (nil: off). Kept across reloads that do not change its size.
     let cache: HTTPCache?
+    let purgeClients: [CIDR]
     /// Each listener's settings by name (a listener kept across a reload takes the new ones).
     let listeners: [String: ListenerConfig]
 
@@ -77,6 +78,7 @@ final class RuntimeSettings: Sendable {
         previousUpstreams: UpstreamGroups? = nil, cache: HTTPCache? = nil
     ) throws {
         self.cache = cache
+        self.purgeClients = config.cache.purgeClients
         var tls: [String: ListenerTLS] = [:]
         for l in config.listeners {
             if let t = l.tls { tls[l.name] = try ListenerTLS(t, listener: l.name, http2: l.speaksHTTP2) }

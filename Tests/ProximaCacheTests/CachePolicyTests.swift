@@ -260,3 +260,26 @@ struct LRUStoreTests {
         }
     }
 }
+
+@Suite("Byte ranges from stored answers (RFC 9110 section 14)")
+struct ByteRangeTests {
+    @Test(arguments: [
+        ("bytes=0-9", ByteRange.satisfiable(0...9)),
+        ("bytes=5-", .satisfiable(5...99)),
+        ("bytes=-10", .satisfiable(90...99)),
+        ("bytes=-500", .satisfiable(0...99)),
+        ("bytes=90-500", .satisfiable(90...99)),
+        ("Bytes=1-2", .satisfiable(1...2)),
+        ("bytes = 1-2", .ignore),
+        ("bytes=100-", .unsatisfiable),
+        ("bytes=-0", .unsatisfiable),
+        ("bytes=0-1,5-6", .ignore),
+        ("items=0-1", .ignore),
+        ("bytes=5-1", .ignore),
+        ("bytes=a-b", .ignore),
+        ("bytes=-", .ignore),
+    ])
+    func ranges(value: String, expected: ByteRange) {
+        #expect(ByteRange.parse(value, length: 100) == expected, "\(value)")
+    }
+}

@@ -58,7 +58,7 @@ struct CacheTests {
                 return "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n\(String(chunk.utf8.count, radix: 16))\r\n\(chunk)\r\n0\r\n\r\n"
             default: break
             }
-            if method == "POST" { fields = [] }
+            if method == "POST" { fields = path == "/form" ? ["Location: /item"] : [] }
             return "HTTP/1.1 200 OK\r\n" + fields.map { $0 + "\r\n" }.joined() + "Content-Length: \(body.utf8.count)\r\n\r\n" + (method == "HEAD" ? "" : body)
         }
     }
@@ -184,6 +184,52 @@ struct CacheTests {
             for code in ["TCP_REFRESH_UNMODIFIED", "TCP_REFRESH_MODIFIED", "TCP_REFRESH_FAIL_OLD"] {
                 #expect(results.contains(code), "\(code) in \(results)")
             }
+        }
+    }
+
+    @Test func rangesAreCutFromStoredAnswers() async throws {
+        let origin = try await Self.origin()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.reverse(&$0, origin: origin.port) }) { proxy in
+            let full = try await Self.get(proxy, "/page")  // "answer 1", stored
+            #expect(full.body == "answer 1")
+            let part = try await Self.get(proxy, "/page", "Range: bytes=2-5\r\n")
+            #expect(part.status == 206 && part.body == "swer" && part.header("content-range") == "bytes 2-5/8", "\(part.status) \(part.body)")
+            let suffix = try await Self.get(proxy, "/page", "Range: bytes=-1\r\n")
+            #expect(suffix.status == 206 && suffix.body == "1")
+            let beyond = try await Self.get(proxy, "/page", "Range: bytes=50-\r\n")
+            #expect(beyond.status == 416 && beyond.header("content-range") == "bytes */8")
+            // If-Range with another validator: the whole answer.
+            let changed = try await Self.get(proxy, "/page", "Range: bytes=0-1\r\nIf-Range: \"other\"\r\n")
+            #expect(changed.status == 200 && changed.body == "answer 1")
+            #expect(origin.requestsSeen == 1)
+        }
+    }
+
+    @Test func purgeAndLocationInvalidate() async throws {
+        let origin = try await Self.origin()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.reverse(&$0, origin: origin.port) }) { proxy in
+            let first = try await Self.get(proxy, "/item")
+            let again = try await Self.get(proxy, "/item")
+            #expect(again.body == first.body)
+            let purged = try await Self.get(proxy, "/item", method: "PURGE")
+            let purgedTwice = try await Self.get(proxy, "/item", method: "PURGE")
+            #expect(purged.status == 200 && purgedTwice.status == 404)
+            let refetched = try await Self.get(proxy, "/item")
+            #expect(refetched.body != first.body)
+            // A POST elsewhere whose answer points at /item (Location) invalidates /item too.
+            _ = try await send(proxy, ["POST /form HTTP/1.1\r\nHost: www.example\r\nContent-Length: 1\r\n\r\nx"])
+            let afterPost = try await Self.get(proxy, "/item")
+            #expect(afterPost.body != refetched.body)
+        }
+        // From a client outside purge_clients: refused.
+        try await ProxyHarness.withProxy({ c in
+            Self.reverse(&c, origin: origin.port)
+            c.cache.purgeClients = [CIDR("10.0.0.0/8")!]
+        }) { proxy in
+            let refused = try await Self.get(proxy, "/item", method: "PURGE")
+            #expect(refused.status == 403)
         }
     }
 
