@@ -90,6 +90,9 @@ public enum CachePolicy {
         public var fraction = 0.1
         /// At most this long, seconds.
         public var maxLifetime = 86_400
+        /// A configured lifetime for answers that state none (Varnish's `default_ttl`, nginx's
+        /// `proxy_cache_valid`), used instead of the Last-Modified heuristic when set.
+        public var defaultLifetime: Int?
         public init() {}
     }
 
@@ -124,7 +127,9 @@ public enum CachePolicy {
             guard let e = expires else { return 0 }
             return max(0, e - (response.date ?? responseTime))
         }
-        guard heuristicallyCacheable.contains(response.status) || cc.isPublic, let lm = response.lastModified else { return 0 }
+        guard heuristicallyCacheable.contains(response.status) || cc.isPublic else { return 0 }
+        if let d = heuristic.defaultLifetime { return d }
+        guard let lm = response.lastModified else { return 0 }
         let since = (response.date ?? responseTime) - lm
         guard since > 0 else { return 0 }
         return min(Int(Double(since) * heuristic.fraction), heuristic.maxLifetime)

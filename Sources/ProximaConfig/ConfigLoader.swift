@@ -322,7 +322,7 @@ final class NodeReader {
                     }
                 }
             case "cache":
-                mapping(node, path, keys: ["memory", "max_object", "heuristic_fraction", "heuristic_max", "purge_clients"]) { k, n, p in
+                mapping(node, path, keys: ["memory", "max_object", "heuristic_fraction", "heuristic_max", "default_ttl", "purge_clients"]) { k, n, p in
                     switch k {
                     case "purge_clients":
                         c.cache.purgeClients = stringList(n, p).compactMap { s, sn, sp in
@@ -333,6 +333,7 @@ final class NodeReader {
                     case "memory": if let v = size(n, p) { c.cache.memory = v }
                     case "max_object": if let v = size(n, p) { c.cache.maxObject = v }
                     case "heuristic_max": if let v = duration(n, p) { c.cache.heuristicMax = v }
+                    case "default_ttl": if let v = duration(n, p) { c.cache.defaultTTL = v }
                     default:
                         if case .scalar(let sc) = n, let v = Double(sc.string), v >= 0, v <= 1 { c.cache.heuristicFraction = v } else {
                             fail(p, n, "a fraction between 0 and 1 (0.1 = 10 %)")

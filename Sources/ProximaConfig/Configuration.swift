@@ -206,6 +206,8 @@ public struct CacheConfig: Sendable, Equatable {
     /// since the last modification, at most `heuristicMax`.
     public var heuristicFraction = 0.1
     public var heuristicMax = TimeSpan.seconds(86_400)
+    /// Lifetime of answers that state none (instead of the heuristic); nil: the heuristic.
+    public var defaultTTL: TimeSpan?
     /// Clients whose `PURGE` requests remove a URL from the cache (others get 403).
     public var purgeClients: [CIDR] = [CIDR("127.0.0.0/8")!, CIDR("::1/128")!]
     public var enabled: Bool { memory.bytes > 0 }

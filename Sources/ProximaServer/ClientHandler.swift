@@ -945,9 +945,15 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             etag: entry.facts.etag, lastModified: entry.facts.lastModified, date: entry.facts.date, now: cur.requestWallTime)
         let mustClose = !cur.clientKeepAlive || quiescing
         let connection: HeadWriter.ConnectionHeader = mustClose ? .close : (head.version == .http10 ? .keepAlive : .none)
-        var out = context.channel.allocator.buffer(capacity: entry.head.bytes.readableBytes + 256 + (notModified || head.isHead ? 0 : entry.body.readableBytes))
-        var edit = HeaderEdit(rules: settings.responseHeaderRules, bytes: entry.head.bytes, fields: entry.head.fields)
-        edit.drop(["age", "cache-status"], bytes: entry.head.bytes, fields: entry.head.fields)
+        // Small bodies go in the head's buffer (one write); larger ones as a slice of the stored
+        // body (no copy).
+        let inline = !notModified && !head.isHead && entry.body.readableBytes <= Self.coalescedBodyLimit
+        var out = context.channel.allocator.buffer(capacity: entry.head.bytes.readableBytes + 256 + (inline ? entry.body.readableBytes : 0))
+        var edit = entry.servedEdit
+        if !settings.responseHeaderRules.isEmpty {
+            edit = HeaderEdit(rules: settings.responseHeaderRules, bytes: entry.head.bytes, fields: entry.head.fields)
+            edit.drop(["age", "cache-status"], bytes: entry.head.bytes, fields: entry.head.fields)
+        }
         edit.append(name: "Age", value: String(age))
         edit.append(name: "Cache-Status", value: cacheStatus)
         if notModified {
@@ -966,7 +972,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             cur.record.result = .inmHit
         } else {
             HeadWriter.writeClientResponse(entry.head, framing: .length(entry.body.readableBytes), via: settings.via, connection: connection, edit: edit, into: &out)
-            if !head.isHead { out.writeImmutableBuffer(entry.body) }
+            if inline { out.writeImmutableBuffer(entry.body) }
             cur.record.status = entry.head.status
             cur.record.result = result
         }
@@ -976,6 +982,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         cur.responseStarted = true
         if mustClose { cur.clientKeepAlive = false }
         context.write(wrapOutboundOut(out), promise: nil)
+        if !inline, !notModified, !head.isHead {
+            cur.record.bytesOut += entry.body.readableBytes
+            context.write(wrapOutboundOut(entry.body), promise: nil)
+        }
         finishExchange(cur)
     }
 

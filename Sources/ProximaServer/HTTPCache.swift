@@ -15,8 +15,14 @@ final class CacheEntry: Sendable {
     /// The request's values of the fields `Vary` names (the secondary key).
     let varyKey: String
     let size: Int
+    /// What serving it leaves out of the stored head (its `Age` and `Cache-Status`), worked
+    /// out once rather than on every hit.
+    let servedEdit: HeaderEdit
 
     init(head: ResponseHead, body: ByteBuffer, facts: ResponseFacts, timing: ResponseTiming, lifetime: Int, varyKey: String) {
+        var edit = HeaderEdit()
+        edit.drop(["age", "cache-status"], bytes: head.bytes, fields: head.fields)
+        self.servedEdit = edit
         self.head = head
         self.body = body
         self.facts = facts

@@ -303,6 +303,7 @@ public final class ProximaServer: Sendable {
         var heuristic = CachePolicy.Heuristic()
         heuristic.fraction = config.cache.heuristicFraction
         heuristic.maxLifetime = Int(config.cache.heuristicMax.nanoseconds / 1_000_000_000)
+        heuristic.defaultLifetime = config.cache.defaultTTL.map { Int($0.nanoseconds / 1_000_000_000) }
         return HTTPCache(capacity: config.cache.memory.bytes, maxObjectSize: config.cache.maxObject.bytes, heuristic: heuristic)
     }
 

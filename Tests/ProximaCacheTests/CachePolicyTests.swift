@@ -127,6 +127,12 @@ struct FreshnessTests {
         for (what, fields, lifetime) in Self.lifetimes {
             #expect(CachePolicy.freshnessLifetime(Self.facts(200, fields), responseTime: Self.now) == lifetime, "\(what)")
         }
+        // A configured default lifetime replaces the heuristic, never explicit freshness.
+        var configured = CachePolicy.Heuristic()
+        configured.defaultLifetime = 120
+        #expect(CachePolicy.freshnessLifetime(Self.facts(200, [Self.date]), responseTime: Self.now, heuristic: configured) == 120)
+        #expect(CachePolicy.freshnessLifetime(Self.facts(200, [Self.date, ("Cache-Control", "max-age=5")]), responseTime: Self.now, heuristic: configured) == 5)
+        #expect(CachePolicy.freshnessLifetime(Self.facts(302, [Self.date]), responseTime: Self.now, heuristic: configured) == 0)
         // No heuristic freshness for a status that is not heuristically cacheable.
         #expect(CachePolicy.freshnessLifetime(Self.facts(302, [Self.date, ("Last-Modified", HTTPDate.format(Self.now - 10_000))]), responseTime: Self.now) == 0)
     }

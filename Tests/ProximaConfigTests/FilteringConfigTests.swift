@@ -215,6 +215,11 @@ struct TLSConfigTests {
                     servers: [{address: 10.0.0.5:443}]
                 routes:
                   - {name: all, upstream: secure}
+                cache:
+                  memory: 64MiB
+                  max_object: 1MiB
+                  default_ttl: 2m
+                  purge_clients: [10.0.0.0/8]
                 """
             let c = try ConfigLoader.load(yaml: yaml).get()
             let tls = try #require(c.listeners[0].tls)
@@ -225,6 +230,7 @@ struct TLSConfigTests {
             #expect(secure.tls?.ca == cert && secure.tls?.serverName == "app.internal" && secure.tls?.insecureSkipVerify == false)
             #expect(secure.servers.map(\.port) == [443, 8443] && secure.servers[0].host == "10.0.0.1")
             #expect(c.upstreams[1].tls?.insecureSkipVerify == true)
+            #expect(c.cache.enabled && c.cache.memory.bytes == 64 << 20 && c.cache.defaultTTL == .seconds(120) && c.cache.purgeClients.map(\.description) == ["10.0.0.0/8"])
             #expect(try ConfigLoader.load(yaml: c.yaml()).get() == c, "\(c.yaml())")
         }
     }
