@@ -96,6 +96,12 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         /// the request); `staleIfError`: it may answer if the origin fails.
         var revalidating: CacheEntry?
         var staleIfError = false
+        /// This request fetches a miss others wait for (they are told when it ends).
+        var collapseLeader = false
+        /// This request waits for another's fetch; what it does if that stores nothing.
+        var collapseWait: CacheMissNext?
+        var collapseTimer: Scheduled<Void>?
+        var collapseDone = false
         var cacheStatus: String?
         var requestWallTime = 0
         /// Waiting in an upstream group's queue, and when that wait ends.
@@ -148,6 +154,13 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             default: return false
             }
         }
+    }
+
+    /// How a request continues when the cache cannot answer it (after waiting for another
+    /// request's fetch of the same URL).
+    enum CacheMissNext {
+        case forward(RequestTarget)
+        case reverse(Route, UpstreamGroup, hostValue: String)
     }
 
     /// Where a reverse request is being sent. A class: it is read many times per request, and
@@ -531,7 +544,11 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             guard let group = settings.upstreams.byName[name] else {
                 return respondLocally(502, "The route's upstream group '\(name)' does not exist.", result: .none)
             }
-            if settings.cache != nil, answerFromCache(cur, key: (isSecure ? "https://" : "http://") + hostValue.lowercased() + head.target) { return }
+            if settings.cache != nil,
+                answerFromCache(cur, key: (isSecure ? "https://" : "http://") + hostValue.lowercased() + head.target, next: .reverse(route, group, hostValue: hostValue))
+            {
+                return
+            }
             proxy(cur, route, group, hostValue: hostValue)
         }
     }
@@ -782,7 +799,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             cur.anonymizer = decision.anonymize.map { $0 ? settings.ruleAnonymizer : nil } ?? anonymizer
             cur.record.result = cur.head.isConnect ? .tunnel : .miss
             // Pages that get element hiding are neither served from nor put in the cache.
-            if settings.cache != nil, !cur.head.isConnect, cur.cosmetics == nil, answerFromCache(cur, key: "http://" + target.hostPort + target.pathAndQuery) {
+            if settings.cache != nil, !cur.head.isConnect, cur.cosmetics == nil,
+                answerFromCache(cur, key: "http://" + target.hostPort + target.pathAndQuery, next: .forward(target))
+            {
                 return
             }
             return connectUpstream(cur, target, reuse: !cur.head.isConnect)
@@ -858,7 +877,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     /// section 4), and otherwise notes what the miss needs: the key (to store the answer, or
     /// to invalidate it after an unsafe method) and the Cache-Status to send. True when the
     /// request was answered.
-    private func answerFromCache(_ cur: Current, key: String) -> Bool {
+    private func answerFromCache(_ cur: Current, key: String, next: CacheMissNext) -> Bool {
         guard let cache = settings.cache else { return false }
         let head = cur.head
         cur.requestWallTime = cur.record.startSeconds
@@ -903,6 +922,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             return false
         } else {
             cur.cacheStatus = "proxima; fwd=uri-miss"
+            if !request.onlyIfCached, head.method == "GET", cur.cacheKey != nil, !cur.collapseDone, collapse(cur, key: key, cache: cache, next: next) {
+                return true
+            }
         }
         if request.onlyIfCached {
             cur.cacheKey = nil
@@ -911,6 +933,52 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             return true
         }
         return false
+    }
+
+    /// Request collapsing: concurrent misses for one URL send one request upstream; the others
+    /// wait for it (at most `collapseTimeout`) and are answered from what it stored, or fetch
+    /// on their own when it stored nothing. True when this request now waits.
+    private func collapse(_ cur: Current, key: String, cache: HTTPCache, next: CacheMissNext) -> Bool {
+        guard let context else { return false }
+        let loop = context.eventLoop
+        let me = NIOLoopBound(self, eventLoop: loop)
+        let waiting = NIOLoopBound(cur, eventLoop: loop)
+        let role = cache.miss(key, now: cur.requestWallTime) { stored in
+            loop.execute { me.value.collapseEnded(waiting.value, stored: stored) }
+        }
+        switch role {
+        case .alone:
+            return false
+        case .leader:
+            cur.collapseLeader = true
+            return false
+        case .follower:
+            cur.collapseWait = next
+            cur.collapseTimer = loop.scheduleTask(in: Self.collapseTimeout) {
+                me.value.collapseEnded(waiting.value, stored: false)
+            }
+            return true
+        }
+    }
+
+    static let collapseTimeout = TimeAmount.seconds(5)
+
+    /// The fetch this request waited for ended (or the wait timed out): answer from the cache
+    /// if it can, else go upstream on its own.
+    private func collapseEnded(_ cur: Current, stored: Bool) {
+        guard current === cur, let next = cur.collapseWait else { return }
+        cur.collapseWait = nil
+        cur.collapseTimer?.cancel()
+        cur.collapseTimer = nil
+        cur.collapseDone = true
+        let key = cur.cacheKey ?? ""
+        if stored, answerFromCache(cur, key: key, next: next) {
+            return
+        }
+        switch next {
+        case .forward(let target): connectUpstream(cur, target, reuse: true)
+        case .reverse(let route, let group, let hostValue): proxy(cur, route, group, hostValue: hostValue)
+        }
     }
 
     /// Writes a stored response (or `304` to a client whose validators match it) with `Age`
@@ -1160,6 +1228,10 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         let lifetime = CachePolicy.freshnessLifetime(capture.facts, responseTime: capture.timing.responseTime, heuristic: cache.heuristic)
         cache.insert(capture.key, CacheEntry(
             head: capture.head, body: capture.body, facts: capture.facts, timing: capture.timing, lifetime: lifetime, varyKey: capture.varyKey))
+        if cur.collapseLeader {
+            cur.collapseLeader = false
+            cache.fetched(capture.key, stored: true, now: capture.timing.responseTime)
+        }
     }
 
     // MARK: - Upstream connection
@@ -1778,6 +1850,12 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private func log(_ cur: Current) {
         // Every exchange ends here: a reverse request's server is told how it went, once.
         if cur.reverse != nil { reportReverse(cur, ok: cur.record.status > 0 && cur.record.status < 500) }
+        // A fetch others waited for that stored nothing: they go on their own.
+        if cur.collapseLeader, let key = cur.cacheKey {
+            cur.collapseLeader = false
+            settings.cache?.fetched(key, stored: false, now: wallClock().0)
+        }
+        cur.collapseTimer?.cancel()
         cur.record.durationNanoseconds = UInt64(max(0, (NIODeadline.now() - cur.started).nanoseconds))
         if cur.tunnelCounted {
             cur.tunnelCounted = false

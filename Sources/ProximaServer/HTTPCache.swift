@@ -40,11 +40,54 @@ final class HTTPCache: Sendable {
     let maxObjectSize: Int
     let heuristic: CachePolicy.Heuristic
     private let store: Mutex<LRUStore<[CacheEntry]>>
+    private let collapsing = Mutex(Collapsing())
+
+    /// Misses being fetched, with the requests waiting for them; URLs recently found not
+    /// storable, whose requests no longer wait (Varnish's hit-for-miss).
+    private struct Collapsing {
+        var fetching: [String: [@Sendable (Bool) -> Void]] = [:]
+        var uncacheable: [String: Int] = [:]
+    }
+
+    /// How long a URL found not storable is fetched without waiting, seconds.
+    static let uncacheableFor = 30
+    static let maxUncacheable = 10_000
 
     init(capacity: Int, maxObjectSize: Int, heuristic: CachePolicy.Heuristic = CachePolicy.Heuristic()) {
         self.maxObjectSize = maxObjectSize
         self.heuristic = heuristic
         self.store = Mutex(LRUStore(capacity: capacity))
+    }
+
+    enum MissRole { case leader, follower, alone }
+
+    /// A miss on `key`: the first request fetches (leader); the next ones wait for it and are
+    /// woken with whether it stored an answer (`wake` runs on whatever thread finishes).
+    func miss(_ key: String, now: Int, wake: @escaping @Sendable (Bool) -> Void) -> MissRole {
+        collapsing.withLock { c in
+            if let until = c.uncacheable[key] {
+                if until > now { return .alone }
+                c.uncacheable[key] = nil
+            }
+            if c.fetching[key] != nil {
+                c.fetching[key]!.append(wake)
+                return .follower
+            }
+            c.fetching[key] = []
+            return .leader
+        }
+    }
+
+    /// The leader's fetch ended; `stored` says whether its answer is in the cache now.
+    func fetched(_ key: String, stored: Bool, now: Int) {
+        let waiting = collapsing.withLock { c -> [@Sendable (Bool) -> Void] in
+            if !stored {
+                if c.uncacheable.count >= Self.maxUncacheable { c.uncacheable = c.uncacheable.filter { $0.value > now } }
+                if c.uncacheable.count < Self.maxUncacheable { c.uncacheable[key] = now + Self.uncacheableFor }
+            }
+            return c.fetching.removeValue(forKey: key) ?? []
+        }
+        for wake in waiting { wake(stored) }
     }
 
     /// The variant of `key` whose `Vary` fields match this request's.

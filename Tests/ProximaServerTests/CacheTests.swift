@@ -233,6 +233,33 @@ struct CacheTests {
         }
     }
 
+    /// Concurrent misses for one URL: one request reaches the origin, the others get its answer;
+    /// for a URL whose answer is not storable, nobody waits for long (each fetches).
+    @Test func concurrentMissesAreCollapsed() async throws {
+        let counter = ManagedAtomic(0)
+        let slow = try await RawOrigin.start(closeAfter: false, delay: .milliseconds(300)) { head in
+            let n = counter.wrappingIncrementThenLoad(ordering: .relaxed)
+            let cc = head.contains("/private") ? "private" : "max-age=60"
+            let body = "answer \(n)"
+            return "HTTP/1.1 200 OK\r\nCache-Control: \(cc)\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        }
+        defer { Task { await slow.stop() } }
+        try await ProxyHarness.withProxy({ Self.reverse(&$0, origin: slow.port) }) { proxy in
+            let bodies = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<5 { group.addTask { try await Self.get(proxy, "/popular").body } }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            #expect(bodies.count == 5 && Set(bodies).count == 1, "\(bodies)")
+            #expect(slow.requestsSeen == 1)
+            let before = slow.requestsSeen
+            let privateBodies = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<3 { group.addTask { try await Self.get(proxy, "/private").body } }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            #expect(Set(privateBodies).count == 3 && slow.requestsSeen == before + 3, "each gets its own answer: \(privateBodies)")
+        }
+    }
+
     /// The forward role caches by absolute URL.
     @Test func forwardProxyCachesToo() async throws {
         let origin = try await Self.origin()
