@@ -42,6 +42,8 @@ let package = Package(
         .target(name: "ProximaCache"),
         // The system's crypt(3) (libxcrypt: bcrypt, yescrypt, SHA-crypt), for htpasswd files.
         .target(name: "CCrypt"),
+        // The system's zlib and Brotli encoder (zlib1g-dev, libbrotli-dev), for compressing answers.
+        .target(name: "CCompression"),
         // Proxy authentication: htpasswd and group files, Basic credentials.
         .target(name: "ProximaAuth", dependencies: ["CCrypt"]),
         // The Exchange record, access-log formats and sinks.
@@ -50,7 +52,7 @@ let package = Package(
         .target(
             name: "ProximaServer",
             dependencies: [
-                "ProximaConfig", "ProximaHTTP1", "ProximaPolicy", "ProximaTelemetry", "ProximaAuth", "ProximaCache",
+                "ProximaConfig", "ProximaHTTP1", "ProximaPolicy", "ProximaTelemetry", "ProximaAuth", "ProximaCache", "CCompression",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),

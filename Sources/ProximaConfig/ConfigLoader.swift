@@ -249,7 +249,7 @@ final class NodeReader {
     // MARK: - Sections
 
     func readRoot(_ root: Node, into c: inout ProximaConfiguration) {
-        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "blocklists", "filtering", "header_rules", "pages", "upstreams", "routes", "workers", "cache"]
+        let keys = ["lists", "listeners", "access", "connect", "proxy", "limits", "timeouts", "upstream_pool", "dns", "logging", "admin", "auth", "blocklists", "filtering", "header_rules", "pages", "upstreams", "routes", "workers", "cache", "compression"]
         if case .mapping(let m) = root, let lists = m["lists"] { readLists(lists, "lists", into: &c) }
         mapping(root, "", keys: keys) { key, node, path in
             switch key {
@@ -319,6 +319,22 @@ final class NodeReader {
                     case "upstream_response": c.timeouts.upstreamResponse = v
                     case "tunnel_idle": c.timeouts.tunnelIdle = v
                     default: c.timeouts.drain = v
+                    }
+                }
+            case "compression":
+                mapping(node, path, keys: ["enabled", "codings", "min_length", "gzip_level", "brotli_level"]) { k, n, p in
+                    switch k {
+                    case "enabled": if let v = bool(n, p) { c.compression.enabled = v }
+                    case "codings":
+                        let names = stringList(n, p).compactMap { s, sn, sp -> String? in
+                            if s == "br" || s == "gzip" { return s }
+                            fail(sp, sn, "'\(s)' is not one of: br, gzip")
+                            return nil
+                        }
+                        if names.isEmpty { fail(p, n, "at least one of br, gzip") } else { c.compression.codings = names }
+                    case "min_length": if let v = size(n, p) { c.compression.minLength = v }
+                    case "gzip_level": if let v = int(n, p, in: 1...9) { c.compression.gzipLevel = v }
+                    default: if let v = int(n, p, in: 0...11) { c.compression.brotliLevel = v }
                     }
                 }
             case "cache":

@@ -18,6 +18,7 @@ public struct ProximaConfiguration: Sendable, Equatable {
     public var upstreamPool = UpstreamPoolConfig()
     /// The HTTP cache (off unless `cache.memory` is set).
     public var cache = CacheConfig()
+    public var compression = CompressionConfig()
     public var dns = DNSConfig()
     public var logging = LoggingConfig()
     /// The admin listener (health, status, metrics, reload); nil: none.
@@ -194,6 +195,18 @@ public struct TimeoutsConfig: Sendable, Equatable {
     public var tunnelIdle = TimeSpan.seconds(300)
     /// On SIGTERM/SIGINT, how long requests and tunnels in flight may take to finish.
     public var drain = TimeSpan.seconds(30)
+    public init() {}
+}
+
+/// On-the-fly compression of answers (gzip, Brotli) for clients that accept it.
+public struct CompressionConfig: Sendable, Equatable {
+    public var enabled = false
+    /// In order of preference; `br` and `gzip`.
+    public var codings: [String] = ["br", "gzip"]
+    /// Answers known to be shorter are sent as they are.
+    public var minLength = ByteSize(bytes: 1024)
+    public var gzipLevel = 6
+    public var brotliLevel = 5
     public init() {}
 }
 

@@ -77,7 +77,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         /// Set while an HTML response streams through element hiding; its body is then framed
         /// anew (chunked, or until close for HTTP/1.0 clients).
         var hiding: ElementHidingStream?
-        var hidingChunked = false
+        var reframedChunked = false
         /// The body limit and upstream silence allowed for this request (a route may set its own).
         var maxBody: Int?
         var responseTimeout: TimeAmount = .seconds(60)
@@ -102,6 +102,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var collapseWait: CacheMissNext?
         var collapseTimer: Scheduled<Void>?
         var collapseDone = false
+        /// Compresses the body on its way to the client (it is then re-framed as chunks, or
+        /// until close for HTTP/1.0).
+        var compressor: BodyCompressor?
         var cacheStatus: String?
         var requestWallTime = 0
         /// Waiting in an upstream group's queue, and when that wait ends.
@@ -1181,6 +1184,26 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         return true
     }
 
+    /// The coding to compress this answer with: an answer the client accepts compressed,
+    /// worth compressing (a text type, not known to be short), not compressed already, whole
+    /// (no range), and not marked `no-transform`.
+    private func compressionFor(_ cur: Current, _ head: ResponseHead) -> ContentCoding? {
+        guard let config = settings.compression, head.status == 200, !cur.head.isHead, cur.head.method != "CONNECT" else { return nil }
+        if let encoding = head.firstValue("content-encoding"), encoding.lowercased() != "identity" { return nil }
+        if head.firstValue("content-range") != nil { return nil }
+        if case .length(let n) = head.framing, n < config.minLength.bytes { return nil }
+        if case .none = head.framing { return nil }
+        guard ContentCoding.compressible(head.firstValue("content-type")) else { return nil }
+        if Self.responseValues(head, "cache-control").contains(where: { $0.lowercased().contains("no-transform") }) { return nil }
+        return ContentCoding.choose(acceptEncoding: Self.values(cur.head, "accept-encoding"), allowed: settings.compressionCodings)
+    }
+
+    private static func responseValues(_ head: ResponseHead, _ lowercasedName: String) -> [String] {
+        var result: [String] = []
+        for f in head.fields where head.nameEquals(f, lowercasedName) { result.append(head.value(f)) }
+        return result
+    }
+
     /// When a response head arrives: invalidation after an unsafe method, or whether to store
     /// this answer (a shared cache's rules; responses setting cookies are not stored unless
     /// marked public, as Varnish does).
@@ -1630,6 +1653,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     /// its style sheet and frames everything as chunks of its own).
     private func writeBody(_ cur: Current, _ data: ByteBuffer, _ context: ChannelHandlerContext) {
         cur.capture?.append(data)
+        if let compressor = cur.compressor {
+            return writeReframedChunk(cur, compressor.compress(data, allocator: context.channel.allocator), context)
+        }
         guard var hiding = cur.hiding else {
             cur.record.bytesOut += data.readableBytes
             context.write(wrapOutboundOut(data), promise: nil)
@@ -1637,16 +1663,16 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         let insertion = data.withUnsafeReadableBytes { hiding.scan($0) }
         cur.hiding = hiding
-        guard let at = insertion else { return writeHidingChunk(cur, data, context) }
+        guard let at = insertion else { return writeReframedChunk(cur, data, context) }
         var rest = data
-        writeHidingChunk(cur, rest.readSlice(length: at)!, context)
-        writeHidingChunk(cur, ByteBuffer(bytes: hiding.page.upFrontStyle), context)
-        writeHidingChunk(cur, rest, context)
+        writeReframedChunk(cur, rest.readSlice(length: at)!, context)
+        writeReframedChunk(cur, ByteBuffer(bytes: hiding.page.upFrontStyle), context)
+        writeReframedChunk(cur, rest, context)
     }
 
-    private func writeHidingChunk(_ cur: Current, _ data: ByteBuffer, _ context: ChannelHandlerContext) {
+    private func writeReframedChunk(_ cur: Current, _ data: ByteBuffer, _ context: ChannelHandlerContext) {
         guard data.readableBytes > 0 else { return }
-        if cur.hidingChunked {
+        if cur.reframedChunked {
             var size = context.channel.allocator.buffer(capacity: 12)
             size.writeString(String(data.readableBytes, radix: 16))
             size.writeStaticString("\r\n")
@@ -1655,7 +1681,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         cur.record.bytesOut += data.readableBytes
         context.write(wrapOutboundOut(data), promise: nil)
-        if cur.hidingChunked { context.write(wrapOutboundOut(ByteBuffer(staticString: "\r\n")), promise: nil) }
+        if cur.reframedChunked { context.write(wrapOutboundOut(ByteBuffer(staticString: "\r\n")), promise: nil) }
     }
 
     /// The end of an element-hiding body: the generic rules the page turned out to need, then
@@ -1663,8 +1689,8 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     private func finishHiding(_ cur: Current) {
         guard var hiding = cur.hiding, let context else { return }
         cur.hiding = nil
-        writeHidingChunk(cur, ByteBuffer(bytes: hiding.finish()), context)
-        if cur.hidingChunked {
+        writeReframedChunk(cur, ByteBuffer(bytes: hiding.finish()), context)
+        if cur.reframedChunked {
             context.write(wrapOutboundOut(ByteBuffer(staticString: "0\r\n\r\n")), promise: nil)
             cur.record.bytesOut += 5
         }
@@ -1717,9 +1743,24 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if let page = cur.cosmetics, Self.canHide(head, request: cur.head) {
             // The page grows by the style sheets: its length is no longer known up front.
             cur.hiding = ElementHidingStream(page: page)
-            cur.hidingChunked = cur.head.version == .http11
-            framing = cur.hidingChunked ? .chunked : .untilClose
-            if !cur.hidingChunked { cur.clientKeepAlive = false }
+            cur.reframedChunked = cur.head.version == .http11
+            framing = cur.reframedChunked ? .chunked : .untilClose
+            if !cur.reframedChunked { cur.clientKeepAlive = false }
+            switch head.framing {
+            case .chunked: cur.response = .chunked(ChunkedScanner(), decode: true)
+            case .untilClose: cur.response = .untilClose(rechunk: false)
+            default: break
+            }
+        }
+        var compressedAs: ContentCoding?
+        if settings.compression != nil, cur.hiding == nil, let coding = compressionFor(cur, head), let compressor = BodyCompressor(
+            coding, level: coding == .gzip ? settings.compression!.gzipLevel : settings.compression!.brotliLevel)
+        {
+            compressedAs = coding
+            cur.compressor = compressor
+            cur.reframedChunked = cur.head.version == .http11
+            framing = cur.reframedChunked ? .chunked : .untilClose
+            if !cur.reframedChunked { cur.clientKeepAlive = false }
             switch head.framing {
             case .chunked: cur.response = .chunked(ChunkedScanner(), decode: true)
             case .untilClose: cur.response = .untilClose(rechunk: false)
@@ -1734,7 +1775,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         let connection: HeadWriter.ConnectionHeader =
             !cur.clientKeepAlive ? .close : (cur.head.version == .http10 ? .keepAlive : .none)
         var coalesced = 0
-        if case .length(let remaining) = cur.response, body.readableBytes > 0, cur.hiding == nil {
+        if case .length(let remaining) = cur.response, body.readableBytes > 0, cur.hiding == nil, cur.compressor == nil {
             let take = min(remaining, body.readableBytes)
             if take <= Self.coalescedBodyLimit { coalesced = take }
         }
@@ -1742,6 +1783,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var rules = settings.responseHeaderRules
         if !settings.routeResponseRules.isEmpty, let r = cur.reverse, let own = settings.routeResponseRules[r.route.name] { rules += own }
         var edit = rules.isEmpty ? HeaderEdit() : HeaderEdit(rules: rules, bytes: head.bytes, fields: head.fields)
+        if let coding = compressedAs {
+            // The client gets another representation: its coding, Vary, and a weak ETag.
+            edit.drop(["vary", "etag"], bytes: head.bytes, fields: head.fields)
+            edit.append(name: "Content-Encoding", value: coding.rawValue)
+            let vary = Self.responseValues(head, "vary")
+            edit.append(name: "Vary", value: vary.isEmpty ? "Accept-Encoding" : vary.joined(separator: ", ") + ", Accept-Encoding")
+            if let etag = head.firstValue("etag") { edit.append(name: "ETag", value: etag.hasPrefix("W/") ? etag : "W/" + etag) }
+        }
         if settings.cache != nil, cur.cacheKey != nil {
             considerStoring(cur, head)
             if let status = cur.cacheStatus {
@@ -1838,6 +1887,14 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func responseComplete(_ cur: Current) {
         finishHiding(cur)
+        if let compressor = cur.compressor, let context {
+            cur.compressor = nil
+            writeReframedChunk(cur, compressor.finish(allocator: context.channel.allocator), context)
+            if cur.reframedChunked {
+                context.write(wrapOutboundOut(ByteBuffer(staticString: "0\r\n\r\n")), promise: nil)
+                cur.record.bytesOut += 5
+            }
+        }
         if cur.capture != nil { storeCapture(cur) }
         let reusable = cur.upstreamReusable && cur.requestBodyDone
         detachUpstream(cur, reusable: reusable)

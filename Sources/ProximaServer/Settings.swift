@@ -68,6 +68,9 @@ final class RuntimeSettings: Sendable {
     /// The HTTP cache (nil: off). Kept across reloads that do not change its size.
     let cache: HTTPCache?
     let purgeClients: [CIDR]
+    /// Compression of answers (nil: off).
+    let compression: CompressionConfig?
+    let compressionCodings: [ContentCoding]
     /// Each listener's settings by name (a listener kept across a reload takes the new ones).
     let listeners: [String: ListenerConfig]
 
@@ -79,6 +82,8 @@ final class RuntimeSettings: Sendable {
     ) throws {
         self.cache = cache
         self.purgeClients = config.cache.purgeClients
+        self.compression = config.compression.enabled ? config.compression : nil
+        self.compressionCodings = config.compression.codings.compactMap(ContentCoding.init(rawValue:))
         var tls: [String: ListenerTLS] = [:]
         for l in config.listeners {
             if let t = l.tls { tls[l.name] = try ListenerTLS(t, listener: l.name, http2: l.speaksHTTP2) }
