@@ -21,7 +21,10 @@ final class CacheEntry: Sendable {
 
     init(head: ResponseHead, body: ByteBuffer, facts: ResponseFacts, timing: ResponseTiming, lifetime: Int, varyKey: String) {
         var edit = HeaderEdit()
-        edit.drop(["age", "cache-status"], bytes: head.bytes, fields: head.fields)
+        // `private="…"` fields must not be stored by a shared cache, `no-cache="…"` ones not sent
+        // again without validation (RFC 9111 sections 5.2.2.4 and 5.2.2.7): both are left out.
+        let withheld = Set(facts.cacheControl.privateFields + facts.cacheControl.noCacheFields)
+        edit.drop(withheld.union(["age", "cache-status"]), bytes: head.bytes, fields: head.fields)
         self.servedEdit = edit
         self.head = head
         self.body = body

@@ -35,6 +35,7 @@ struct CacheTests {
                 fields = ["Cache-Control: max-age=60", "Vary: Accept-Language"]
                 body = "answer \(n) in \(header("accept-language"))"
             case "/big": body = String(repeating: "x", count: 5000) + " \(n)"
+            case "/fields": fields = ["Cache-Control: max-age=60, private=\"X-User\", no-cache=\"X-Token\"", "X-User: alice", "X-Token: t1", "X-Kept: yes"]
             case "/validate":
                 // Stale at once; the origin confirms it while its tag is unchanged.
                 if header("if-none-match") == "\"fixed\"" {
@@ -98,10 +99,15 @@ struct CacheTests {
             let reload = try await Self.get(proxy, "/page", "Cache-Control: no-cache\r\n")
             #expect(reload.body == "answer 2")
             #expect(try await Self.get(proxy, "/page").body == "answer 2")
+            // private="X-User" and no-cache="X-Token": stored without those fields.
+            _ = try await Self.get(proxy, "/fields")
+            let fields = try await Self.get(proxy, "/fields")
+            #expect(fields.header("cache-status") == "proxima; hit" && fields.header("x-kept") == "yes")
+            #expect(fields.header("x-user") == nil && fields.header("x-token") == nil)
             // A chunked answer is stored de-chunked and served with a length.
             _ = try await Self.get(proxy, "/chunked")
             let chunked = try await Self.get(proxy, "/chunked")
-            #expect(chunked.body == "answer 3" && chunked.header("content-length") == "8" && chunked.header("transfer-encoding") == nil)
+            #expect(chunked.body == "answer 4" && chunked.header("content-length") == "8" && chunked.header("transfer-encoding") == nil)
             let results = jsonRecords(await proxy.waitForAccessLog(count: 8)).compactMap { $0["result"] as? String }
             #expect(results.contains("TCP_MEM_HIT") && results.contains("TCP_INM_HIT") && results.contains("TCP_MISS"), "\(results)")
         }
