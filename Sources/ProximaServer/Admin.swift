@@ -181,14 +181,14 @@ final class AdminHandler: ChannelInboundHandler {
             guard isRead else { return methodNotAllowed(context, head, "GET, HEAD") }
             if server.isDraining { return respond(context, head, .serviceUnavailable, "text/plain; charset=utf-8", "draining\n") }
             return respond(context, head, .ok, "text/plain; charset=utf-8", "ready\n")
-        case "/metrics", "/status", "/config", "/reload":
+        case "/metrics", "/status", "/config", "/reload", "/purge":
             guard authorized(head) else {
                 return respond(
                     context, head, .unauthorized, "text/plain; charset=utf-8", "a bearer token is required (Authorization: Bearer ...)\n",
                     extra: [("WWW-Authenticate", "Bearer realm=\"proxima-admin\"")])
             }
         default:
-            return respond(context, head, .notFound, "text/plain; charset=utf-8", "not found; try /healthz /readyz /status /metrics /config, POST /reload\n")
+            return respond(context, head, .notFound, "text/plain; charset=utf-8", "not found; try /healthz /readyz /status /metrics /config, POST /reload, POST /purge?url=…\n")
         }
         let server = self.server
         let loop = context.eventLoop
@@ -217,6 +217,22 @@ final class AdminHandler: ChannelInboundHandler {
             guard isRead else { return methodNotAllowed(context, head, "GET, HEAD") }
             reply = loop.makeSucceededFuture(
                 Reply(status: .ok, contentType: "application/yaml; charset=utf-8", body: Array(server.configuration.yaml().utf8)))
+        case "/purge":
+            guard head.method == .POST else { return methodNotAllowed(context, head, "POST") }
+            let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+            let url = query.split(separator: "&").compactMap { pair -> String? in
+                let kv = pair.split(separator: "=", maxSplits: 1)
+                guard kv.count == 2, kv[0] == "url" else { return nil }
+                return String(kv[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+            }.first
+            guard let url, url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                return respond(context, head, .badRequest, "text/plain; charset=utf-8", "POST /purge?url=http://host/path (an absolute, URL-encoded URL)\n")
+            }
+            guard let removed = server.purge(url: url) else {
+                return respond(context, head, .conflict, "text/plain; charset=utf-8", "the cache is off (cache.memory)\n")
+            }
+            reply = loop.makeSucceededFuture(
+                Reply(status: removed ? .ok : .notFound, contentType: "text/plain; charset=utf-8", body: Array((removed ? "purged\n" : "not cached\n").utf8)))
         default:  // /reload
             guard head.method == .POST else { return methodNotAllowed(context, head, "POST") }
             let promise = loop.makePromise(of: Reply.self)

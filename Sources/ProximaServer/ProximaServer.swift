@@ -325,6 +325,32 @@ public final class ProximaServer: Sendable {
         state.withLock { $0.upstreams }.byName.mapValues { $0.snapshot() }
     }
 
+    /// Removes a URL from the cache (the admin API's `POST /purge`): the URL as given and with
+    /// its default port written out or left out, since forward requests are stored with the
+    /// port and reverse ones as the client wrote the host. nil when the cache is off.
+    public func purge(url: String) -> Bool? {
+        guard let cache = state.withLock({ $0.cache }) else { return nil }
+        var keys = [url]
+        if let schemeEnd = url.range(of: "://") {
+            let rest = url[schemeEnd.upperBound...]
+            let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+            let authority = rest[..<authorityEnd].lowercased()
+            let path = rest[authorityEnd...].isEmpty ? "/" : String(rest[authorityEnd...])
+            let scheme = String(url[..<schemeEnd.lowerBound]).lowercased()
+            let defaultPort = scheme == "https" ? ":443" : ":80"
+            let bare = authority.hasSuffix(defaultPort) ? String(authority.dropLast(defaultPort.count)) : authority
+            let hasPort = bare.contains("]") ? bare.hasSuffix("]") == false : bare.contains(":")
+            keys = [scheme + "://" + bare + path]
+            if !hasPort { keys.append(scheme + "://" + bare + defaultPort + path) }
+        }
+        var removed = false
+        for key in keys where cache.contains(key) {
+            cache.remove(key)
+            removed = true
+        }
+        return removed
+    }
+
     /// Requests waiting in each upstream group's queue.
     public var upstreamQueues: [String: Int] {
         state.withLock { $0.upstreams }.byName.mapValues { $0.queueLength }

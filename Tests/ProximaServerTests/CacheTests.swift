@@ -266,6 +266,27 @@ struct CacheTests {
         }
     }
 
+    /// The admin API's purge, by URL, for both roles' keys.
+    @Test func adminPurgeByURL() async throws {
+        let origin = try await Self.origin()
+        defer { Task { await origin.stop() } }
+        try await withAdminProxy(configure: { Self.reverse(&$0, origin: origin.port) }) { proxy, adminPort in
+            let first = try await Self.get(proxy, "/doc?x=1")
+            let cached = try await Self.get(proxy, "/doc?x=1")
+            #expect(cached.body == first.body)
+            let purged = try await admin(adminPort, "/purge?url=" + "http://www.example/doc?x=1".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!, method: "POST")
+            #expect(purged.status == 200, "\(purged)")
+            let again = try await admin(adminPort, "/purge?url=http%3A%2F%2Fwww.example%2Fdoc%3Fx%3D1", method: "POST")
+            #expect(again.status == 404)
+            let refetched = try await Self.get(proxy, "/doc?x=1")
+            #expect(refetched.body != first.body)
+            let bad = try await admin(adminPort, "/purge?url=nonsense", method: "POST")
+            #expect(bad.status == 400)
+            let noToken = try await admin(adminPort, "/purge?url=http%3A%2F%2Fwww.example%2F", method: "POST", token: nil)
+            #expect(noToken.status == 401)
+        }
+    }
+
     /// The forward role caches by absolute URL.
     @Test func forwardProxyCachesToo() async throws {
         let origin = try await Self.origin()
