@@ -113,7 +113,7 @@ extension ProximaServer {
             topHosts: live.hosts.top(10).map { Status.HostCount(host: $0.key, requests: $0.count) },
             topDenied: live.denied.top(10).map { Status.HostCount(host: $0.key, requests: $0.count) },
             history: samples.map { [$0.time] + $0.byClass },
-            cache: nil, upstreams: upstreamStatus)
+            cache: cacheSummary, upstreams: upstreamStatus)
     }
 }
 

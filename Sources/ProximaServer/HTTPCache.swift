@@ -120,6 +120,7 @@ final class HTTPCache: Sendable {
     }
 
     var totalSize: Int { store.withLock { $0.totalSize } }
+    var capacity: Int { store.withLock { $0.capacity } }
     var count: Int { store.withLock { $0.count } }
 }
 

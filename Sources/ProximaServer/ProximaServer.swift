@@ -351,6 +351,16 @@ public final class ProximaServer: Sendable {
         return removed
     }
 
+    /// What the cache holds, for /status and the dashboard (nil: no cache).
+    var cacheSummary: String? {
+        guard let cache = state.withLock({ $0.cache }) else { return nil }
+        func mib(_ bytes: Int) -> String {
+            let tenths = (bytes * 10 + 524_288) / 1_048_576
+            return "\(tenths / 10).\(tenths % 10) MiB"
+        }
+        return "\(cache.count) URL\(cache.count == 1 ? "" : "s"), \(mib(cache.totalSize)) of \(mib(cache.capacity)) in memory"
+    }
+
     /// Requests waiting in each upstream group's queue.
     public var upstreamQueues: [String: Int] {
         state.withLock { $0.upstreams }.byName.mapValues { $0.queueLength }

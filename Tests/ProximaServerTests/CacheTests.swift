@@ -280,6 +280,8 @@ struct CacheTests {
             #expect(again.status == 404)
             let refetched = try await Self.get(proxy, "/doc?x=1")
             #expect(refetched.body != first.body)
+            let status = try await admin(adminPort, "/status")
+            #expect(status.body.contains("\"cache\" : \"1 URL, 0.0 MiB of 1.0 MiB in memory\""), "\(status.body.prefix(400))")
             let bad = try await admin(adminPort, "/purge?url=nonsense", method: "POST")
             #expect(bad.status == 400)
             let noToken = try await admin(adminPort, "/purge?url=http%3A%2F%2Fwww.example%2F", method: "POST", token: nil)
