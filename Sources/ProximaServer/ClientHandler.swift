@@ -910,6 +910,11 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
                 // A range of a stale answer: passed to the origin as it is, nothing stored.
                 cur.cacheKey = nil
                 return false
+            case .staleWhileRevalidate where refreshInBackground(cur, key: key, entry: entry, next: next):
+                serveFromCache(
+                    cur, entry, age: age, result: .staleHit, cacheStatus: "proxima; hit; fwd=stale; detail=stale-while-revalidate",
+                    detail: "stale answer served, refreshed in the background")
+                return true
             case .validate, .staleWhileRevalidate:
                 cur.cacheStatus = "proxima; fwd=stale"
                 // Validated with the origin when the stored answer has validators and the client
@@ -936,6 +941,34 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             return true
         }
         return false
+    }
+
+    /// Starts the background fetch of a stale-while-revalidate answer; false when it cannot
+    /// (no usable server), and the request is then validated in the foreground.
+    private func refreshInBackground(_ cur: Current, key: String, entry: CacheEntry, next: CacheMissNext) -> Bool {
+        guard let cache = settings.cache, let context else { return false }
+        let head = cur.head
+        let vary = entry.facts.vary.compactMap { name -> (String, String)? in
+            let values = Self.values(head, name)
+            return values.isEmpty ? nil : (name, values.joined(separator: ", "))
+        }
+        let job: CacheRefresh.Job
+        switch next {
+        case .forward(let target):
+            job = CacheRefresh.Job(
+                key: key, entry: entry, host: target.host, port: target.port, hostHeader: target.authority, pathAndQuery: target.pathAndQuery,
+                varyFields: vary, tls: nil, via: settings.via, done: { _ in })
+        case .reverse(let route, let group, let hostValue):
+            guard let server = group.pick(key: nil, tried: ServerSet()) else { return false }
+            let target = group.targets[server]
+            job = CacheRefresh.Job(
+                key: key, entry: entry, host: target.host, port: target.port,
+                hostHeader: route.hostHeader == .keep && !hostValue.isEmpty ? hostValue : target.authority,
+                pathAndQuery: route.rewrite(head.target), varyFields: vary, tls: group.tls, via: settings.via,
+                done: { ok in group.finished(server, seconds: nil, ok: ok) })
+        }
+        CacheRefresh.start(job, cache: cache, services: services, on: context.eventLoop, timeout: settings.responseTimeout)
+        return true
     }
 
     /// Request collapsing: concurrent misses for one URL send one request upstream; the others

@@ -50,6 +50,8 @@ final class HTTPCache: Sendable {
     private struct Collapsing {
         var fetching: [String: [@Sendable (Bool) -> Void]] = [:]
         var uncacheable: [String: Int] = [:]
+        /// URLs being refreshed in the background (stale-while-revalidate): one at a time.
+        var refreshing: Set<String> = []
     }
 
     /// How long a URL found not storable is fetched without waiting, seconds.
@@ -80,6 +82,9 @@ final class HTTPCache: Sendable {
             return .leader
         }
     }
+
+    func beginRefresh(_ key: String) -> Bool { collapsing.withLock { $0.refreshing.insert(key).inserted } }
+    func endRefresh(_ key: String) { _ = collapsing.withLock { $0.refreshing.remove(key) } }
 
     /// The leader's fetch ended; `stored` says whether its answer is in the cache now.
     func fetched(_ key: String, stored: Bool, now: Int) {

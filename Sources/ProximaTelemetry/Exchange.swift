@@ -18,6 +18,9 @@ public enum ResultCode: String, Sendable, Equatable, CaseIterable {
     case refreshUnmodified = "TCP_REFRESH_UNMODIFIED"
     /// A stale stored answer the origin replaced with a new one.
     case refreshModified = "TCP_REFRESH_MODIFIED"
+    /// A stale stored answer served at once while it is fetched again in the background
+    /// (stale-while-revalidate).
+    case staleHit = "TCP_STALE_HIT"
     /// A stale stored answer served because the origin failed (stale-if-error).
     case staleOnError = "TCP_REFRESH_FAIL_OLD"
     /// Not in the cache, and the request said only-if-cached.

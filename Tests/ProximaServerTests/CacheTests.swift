@@ -43,6 +43,11 @@ struct CacheTests {
                 }
                 fields = ["Cache-Control: max-age=0", "ETag: \"fixed\"", "X-Refreshed: no"]
             case "/changing": fields = ["Cache-Control: max-age=0", "ETag: \"v\(n)\""]
+            case "/swr":
+                if header("if-none-match") == "\"s\"" {
+                    return "HTTP/1.1 304 Not Modified\r\nETag: \"s\"\r\nCache-Control: max-age=60\r\nX-Refreshed: \(n)\r\n\r\n"
+                }
+                fields = ["Cache-Control: max-age=0, stale-while-revalidate=60", "ETag: \"s\""]
             case "/fragile":
                 // The origin fails every validation; the stored answer allows stale-if-error.
                 if !header("if-none-match").isEmpty {
@@ -286,6 +291,28 @@ struct CacheTests {
             #expect(bad.status == 400)
             let noToken = try await admin(adminPort, "/purge?url=http%3A%2F%2Fwww.example%2F", method: "POST", token: nil)
             #expect(noToken.status == 401)
+        }
+    }
+
+    /// stale-while-revalidate: the stale answer at once, the refresh behind it.
+    @Test func staleWhileRevalidateRefreshesInTheBackground() async throws {
+        let origin = try await Self.origin()
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ Self.reverse(&$0, origin: origin.port) }) { proxy in
+            let first = try await Self.get(proxy, "/swr")
+            let stale = try await Self.get(proxy, "/swr")
+            #expect(stale.body == first.body && stale.header("cache-status") == "proxima; hit; fwd=stale; detail=stale-while-revalidate", "\(stale.headers("cache-status"))")
+            // The refresh (a conditional request answered 304) makes it fresh again.
+            #expect(await eventually { origin.requestsSeen == 2 })
+            let refreshed = try await Self.get(proxy, "/swr")
+            let fresh = try await eventually {
+                let r = try await Self.get(proxy, "/swr")
+                return r.header("cache-status") == "proxima; hit" && r.header("x-refreshed") == "2"
+            }
+            #expect(fresh, "\(refreshed.headers("cache-status"))")
+            #expect(origin.requestsSeen == 2)
+            let results = jsonRecords(await proxy.waitForAccessLog(count: 3)).compactMap { $0["result"] as? String }
+            #expect(results.contains("TCP_STALE_HIT"), "\(results)")
         }
     }
 
