@@ -27,7 +27,6 @@ public struct ResponseFacts: Sendable, Equatable {
         var lastModified: Int?
         var age: Int?
         var etag: String?
-        var pragmaNoCache = false
         for (name, value) in fields {
             switch name.lowercased() {
             case "cache-control": cc.append(value)
@@ -37,11 +36,9 @@ public struct ResponseFacts: Sendable, Equatable {
             case "age": if age == nil { age = CacheControl.deltaSeconds(value.trimmingOWS()) }
             case "etag": if etag == nil { etag = value.trimmingOWS() }
             case "vary": vary += value.split(separator: ",").map { $0.trimmingOWS().lowercased() }.filter { !$0.isEmpty }
-            case "pragma": pragmaNoCache = pragmaNoCache || value.lowercased().contains("no-cache")
             default: break
             }
         }
-        _ = pragmaNoCache  // Pragma in responses has no defined meaning (RFC 9111 section 5.4).
         self.cacheControl = CacheControl(cc)
         self.expires = expires
         self.date = date

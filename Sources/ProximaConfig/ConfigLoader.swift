@@ -276,11 +276,7 @@ final class NodeReader {
                     switch k {
                     case "forwarded": if let v = bool(n, p) { c.proxy.forwarded = v }
                     case "trusted_proxies":
-                        c.proxy.trustedProxies = stringList(n, p).compactMap { s, sn, sp in
-                            if let cidr = CIDR(s) { return cidr }
-                            fail(sp, sn, "'\(s)' is not an IP address or CIDR network")
-                            return nil
-                        }
+                        c.proxy.trustedProxies = cidrList(n, p)
                     case "anonymize": if let v = bool(n, p) { c.proxy.anonymize = v }
                     case "user_agent":
                         if let v = string(n, p) {
@@ -341,11 +337,7 @@ final class NodeReader {
                 mapping(node, path, keys: ["memory", "max_object", "heuristic_fraction", "heuristic_max", "default_ttl", "purge_clients"]) { k, n, p in
                     switch k {
                     case "purge_clients":
-                        c.cache.purgeClients = stringList(n, p).compactMap { s, sn, sp in
-                            if let cidr = CIDR(s) { return cidr }
-                            fail(sp, sn, "'\(s)' is not an IP address or CIDR network")
-                            return nil
-                        }
+                        c.cache.purgeClients = cidrList(n, p)
                     case "memory": if let v = size(n, p) { c.cache.memory = v }
                     case "max_object": if let v = size(n, p) { c.cache.maxObject = v }
                     case "heuristic_max": if let v = duration(n, p) { c.cache.heuristicMax = v }
@@ -393,6 +385,15 @@ final class NodeReader {
                     }
                 }
             }
+        }
+    }
+
+    /// A list of IP addresses or CIDR networks; each bad entry is reported where it is.
+    func cidrList(_ n: Node, _ kp: String) -> [CIDR] {
+        stringList(n, kp).compactMap { s, sn, sp in
+            if let cidr = CIDR(s) { return cidr }
+            fail(sp, sn, "'\(s)' is not an IP address or CIDR network")
+            return nil
         }
     }
 
@@ -965,11 +966,7 @@ final class NodeReader {
                         }
                     }
                 case "clients":
-                    rule.clients = stringList(n, kp).compactMap { s, sn, sp in
-                        if let c = CIDR(s) { return c }
-                        fail(sp, sn, "'\(s)' is not an IP address or CIDR network")
-                        return nil
-                    }
+                    rule.clients = cidrList(n, kp)
                 case "methods":
                     rule.methods = Set(stringList(n, kp).compactMap { s, sn, sp in
                         if !s.isEmpty, s.utf8.allSatisfy({ isTcharByte($0) }) { return s.uppercased() }
@@ -981,11 +978,7 @@ final class NodeReader {
                     sequence(n, kp) { _, pn, pp in if let v = int(pn, pp, in: 1...65535) { ports.insert(v) } }
                     rule.ports = ports
                 case "destinations":
-                    rule.destinations = stringList(n, kp).compactMap { s, sn, sp in
-                        if let c = CIDR(s) { return c }
-                        fail(sp, sn, "'\(s)' is not an IP address or CIDR network")
-                        return nil
-                    }
+                    rule.destinations = cidrList(n, kp)
                 case "users": rule.users = Set(stringList(n, kp).map(\.0))
                 case "groups": rule.groups = Set(stringList(n, kp).map(\.0))
                 case "anonymize": rule.anonymize = bool(n, kp)

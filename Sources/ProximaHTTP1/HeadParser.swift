@@ -103,6 +103,11 @@ public struct RequestHead: Sendable {
     public func name(_ field: FieldRange) -> String { bytes.string(at: field.nameStart, length: field.nameLength) }
     public func value(_ field: FieldRange) -> String { bytes.string(at: field.valueStart, length: field.valueLength) }
 
+    /// Every value of a field, in order (several field lines of one name).
+    public func values(_ lowercasedName: String) -> [String] {
+        fields.filter { nameEquals($0, lowercasedName) }.map(value)
+    }
+
     public func firstValue(_ name: String) -> String? {
         // A loop, not first(where:): the closure would copy the whole head.
         for f in fields where nameEquals(f, name) { return value(f) }
@@ -155,6 +160,11 @@ public struct ResponseHead: Sendable {
     @inlinable
     public func nameIs(_ field: FieldRange, _ lowercasedName: StaticString) -> Bool {
         bytes.asciiCaseInsensitiveEquals(at: field.nameStart, length: field.nameLength, literal: lowercasedName)
+    }
+
+    /// Every value of a field, in order (several field lines of one name).
+    public func values(_ lowercasedName: String) -> [String] {
+        fields.filter { nameEquals($0, lowercasedName) }.map(value)
     }
 
     public func firstValue(_ name: String) -> String? {

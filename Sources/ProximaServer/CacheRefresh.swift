@@ -147,18 +147,28 @@ final class ResponseCollector: ChannelInboundHandler {
         }
     }
 
+    /// Where the body starts and how it ends, once the head is in; chunked bodies are scanned
+    /// from where the last read stopped, so a large answer is not re-read on every read.
+    private var body: (start: Int, framing: BodyFraming)?
+    private var scanner = ChunkedScanner()
+    private var scanned = 0
+
     private func isComplete() -> Bool {
-        guard case .complete(let head, let consumed)? = try? HeadParser.parseResponse(received, requestMethod: "GET", limits: HeadLimits(maxHeadBytes: 1 << 20))
-        else { return false }
-        let rest = received.readableBytes - consumed
-        switch head.framing {
+        if body == nil {
+            guard case .complete(let head, let consumed)? = try? HeadParser.parseResponse(received, requestMethod: "GET", limits: HeadLimits(maxHeadBytes: 1 << 20))
+            else { return false }
+            body = (consumed, head.framing)
+            scanned = consumed
+        }
+        guard let (start, framing) = body else { return false }
+        switch framing {
         case .none: return true
-        case .length(let n): return rest >= n
+        case .length(let n): return received.readableBytes - start >= n
         case .untilClose: return false
         case .chunked:
-            var scanner = ChunkedScanner()
-            let body = received.getSlice(at: received.readerIndex + consumed, length: rest)!
-            _ = try? body.withUnsafeReadableBytes { raw in try scanner.scan(raw) { _, _ in } }
+            let fresh = received.getSlice(at: received.readerIndex + scanned, length: received.readableBytes - scanned)!
+            guard let used = try? fresh.withUnsafeReadableBytes({ raw in try scanner.scan(raw) { _, _ in } }) else { return true }
+            scanned += used
             return scanner.isDone
         }
     }

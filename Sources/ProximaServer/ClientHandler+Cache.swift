@@ -9,13 +9,6 @@ import ProximaTelemetry
 /// collapsing misses, storing answers as they pass, purging, and choosing a content coding.
 extension ClientHandler {
 
-    /// Every value of a request field (for `Vary` and `Cache-Control`).
-    static func values(_ head: RequestHead, _ lowercasedName: String) -> [String] {
-        var result: [String] = []
-        for f in head.fields where head.nameEquals(f, lowercasedName) { result.append(head.value(f)) }
-        return result
-    }
-
     /// Answers a GET or HEAD from the cache when a stored response may serve it (RFC 9111
     /// section 4), and otherwise notes what the miss needs: the key (to store the answer, or
     /// to invalidate it after an unsafe method) and the Cache-Status to send. True when the
@@ -36,10 +29,10 @@ extension ClientHandler {
         // A body on a GET makes it no ordinary GET.
         guard cur.requestBodyDone else { return false }
         let range = head.method == "GET" ? head.firstValue("range") : nil
-        let request = CacheControl(Self.values(head, "cache-control"))
+        let request = CacheControl(head.values("cache-control"))
         if !request.noStore { cur.cacheKey = key }
-        let pragmaNoCache = Self.values(head, "pragma").contains { $0.lowercased().contains("no-cache") }
-        if let entry = cache.lookup(key, header: { Self.values(head, $0) }) {
+        let pragmaNoCache = head.values("pragma").contains { $0.lowercased().contains("no-cache") }
+        if let entry = cache.lookup(key, header: { head.values($0) }) {
             let age = entry.timing.currentAge(now: cur.requestWallTime)
             let use = CachePolicy.use(request: request, pragmaNoCache: pragmaNoCache, response: entry.facts.cacheControl, lifetime: entry.lifetime, age: age)
             switch use {
@@ -89,7 +82,7 @@ extension ClientHandler {
         guard let cache = settings.cache, let context else { return false }
         let head = cur.head
         let vary = entry.facts.vary.compactMap { name -> (String, String)? in
-            let values = Self.values(head, name)
+            let values = head.values(name)
             return values.isEmpty ? nil : (name, values.joined(separator: ", "))
         }
         let job: CacheRefresh.Job
@@ -185,7 +178,7 @@ extension ClientHandler {
             return servePart(cur, entry, age: age, range: range, cacheStatus: cacheStatus, context: context)
         }
         let notModified = CachePolicy.notModified(
-            ifNoneMatch: Self.values(head, "if-none-match"), ifModifiedSince: head.firstValue("if-modified-since"),
+            ifNoneMatch: head.values("if-none-match"), ifModifiedSince: head.firstValue("if-modified-since"),
             etag: entry.facts.etag, lastModified: entry.facts.lastModified, date: entry.facts.date, now: cur.requestWallTime)
         let mustClose = !cur.clientKeepAlive || quiescing
         let connection: HeadWriter.ConnectionHeader = mustClose ? .close : (head.version == .http10 ? .keepAlive : .none)
@@ -367,15 +360,10 @@ extension ClientHandler {
         if case .length(let n) = head.framing, n < config.minLength.bytes { return nil }
         if case .none = head.framing { return nil }
         guard ContentCoding.compressible(head.firstValue("content-type")) else { return nil }
-        if Self.responseValues(head, "cache-control").contains(where: { $0.lowercased().contains("no-transform") }) { return nil }
-        return ContentCoding.choose(acceptEncoding: Self.values(cur.head, "accept-encoding"), allowed: settings.compressionCodings)
+        if head.values("cache-control").contains(where: { $0.lowercased().contains("no-transform") }) { return nil }
+        return ContentCoding.choose(acceptEncoding: cur.head.values("accept-encoding"), allowed: settings.compressionCodings)
     }
 
-    static func responseValues(_ head: ResponseHead, _ lowercasedName: String) -> [String] {
-        var result: [String] = []
-        for f in head.fields where head.nameEquals(f, lowercasedName) { result.append(head.value(f)) }
-        return result
-    }
 
     /// When a response head arrives: invalidation after an unsafe method, or whether to store
     /// this answer (a shared cache's rules; responses setting cookies are not stored unless
@@ -402,14 +390,14 @@ extension ClientHandler {
         fields.reserveCapacity(head.fields.count)
         for f in head.fields { fields.append((head.name(f), head.value(f))) }
         let facts = ResponseFacts(status: head.status, fields: fields, now: cur.requestWallTime)
-        let request = CacheControl(Self.values(cur.head, "cache-control"))
+        let request = CacheControl(cur.head.values("cache-control"))
         let hasAuthorization = cur.head.firstValue("authorization") != nil
         guard CachePolicy.mayStore(method: method, request: request, hasAuthorization: hasAuthorization, response: facts) else { return }
         if !facts.cacheControl.isPublic, fields.contains(where: { $0.0.lowercased() == "set-cookie" }) { return }
         let expected: Int?
         if case .length(let n) = head.framing { expected = n } else { expected = nil }
         if let n = expected, n > cache.maxObjectSize { return }
-        guard let varyKey = CachePolicy.varyKey(facts.vary, header: { Self.values(cur.head, $0) }) else { return }
+        guard let varyKey = CachePolicy.varyKey(facts.vary, header: { cur.head.values($0) }) else { return }
         let now = wallClock().0
         let timing = ResponseTiming(requestTime: cur.requestWallTime, responseTime: now, date: facts.date, age: facts.age)
         cur.capture = CacheCapture(key: key, head: head, facts: facts, timing: timing, varyKey: varyKey, limit: cache.maxObjectSize, expected: expected)

@@ -873,8 +873,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         guard let context else { return }
         let loop = context.eventLoop
         let tls = cur.reverse?.group.tls
-        // A TLS connection is pooled apart from a plain one to the same address.
-        let key = tls == nil ? target.hostPort : "https://" + target.hostPort
+        let key = cur.reverse.map { $0.group.poolKeys[$0.server] } ?? target.hostPort
         let pool = services.pools.pool(for: loop)
         cur.attempts += 1
         // An upgrade gets a connection of its own: it becomes a tunnel, and some servers switch
@@ -956,7 +955,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         }.flatMapErrorThrowing { error in
             timer.cancel()
             channel.close(promise: nil)
-            throw UpstreamTLSError(host: host, underlying: error)
+            throw UpstreamTLSError(underlying: error)
         }
     }
 
@@ -1318,6 +1317,20 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
     /// a copy this small costs less than a second write through the pipeline.
     static let coalescedBodyLimit = 16 * 1024
 
+    /// The body is rewritten on its way (element hiding, compression), so its length is no
+    /// longer known: chunks of our own to HTTP/1.1 clients, the connection's end to HTTP/1.0
+    /// ones; a chunked upstream body is decoded first.
+    private func reframe(_ cur: Current, _ head: ResponseHead) -> HeadWriter.ClientFraming {
+        cur.reframedChunked = cur.head.version == .http11
+        if !cur.reframedChunked { cur.clientKeepAlive = false }
+        switch head.framing {
+        case .chunked: cur.response = .chunked(ChunkedScanner(), decode: true)
+        case .untilClose: cur.response = .untilClose(rechunk: false)
+        default: break
+        }
+        return cur.reframedChunked ? .chunked : .untilClose
+    }
+
     private func beginResponse(_ cur: Current, _ head: ResponseHead, _ context: ChannelHandlerContext, body: inout ByteBuffer) {
         if let sent = cur.requestSentAt { cur.upstreamHeadNanoseconds = (NIODeadline.now() - sent).nanoseconds }
         cur.record.status = head.status
@@ -1353,14 +1366,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         if let page = cur.cosmetics, Self.canHide(head, request: cur.head) {
             // The page grows by the style sheets: its length is no longer known up front.
             cur.hiding = ElementHidingStream(page: page)
-            cur.reframedChunked = cur.head.version == .http11
-            framing = cur.reframedChunked ? .chunked : .untilClose
-            if !cur.reframedChunked { cur.clientKeepAlive = false }
-            switch head.framing {
-            case .chunked: cur.response = .chunked(ChunkedScanner(), decode: true)
-            case .untilClose: cur.response = .untilClose(rechunk: false)
-            default: break
-            }
+            framing = reframe(cur, head)
         }
         var compressedAs: ContentCoding?
         if settings.compression != nil, cur.hiding == nil, let coding = compressionFor(cur, head), let compressor = BodyCompressor(
@@ -1368,14 +1374,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         {
             compressedAs = coding
             cur.compressor = compressor
-            cur.reframedChunked = cur.head.version == .http11
-            framing = cur.reframedChunked ? .chunked : .untilClose
-            if !cur.reframedChunked { cur.clientKeepAlive = false }
-            switch head.framing {
-            case .chunked: cur.response = .chunked(ChunkedScanner(), decode: true)
-            case .untilClose: cur.response = .untilClose(rechunk: false)
-            default: break
-            }
+            framing = reframe(cur, head)
         }
         if !cur.requestBodyDone {
             // The server answered before the whole body arrived: the rest of the body cannot be
@@ -1397,7 +1396,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
             // The client gets another representation: its coding, Vary, and a weak ETag.
             edit.drop(["vary", "etag"], bytes: head.bytes, fields: head.fields)
             edit.append(name: "Content-Encoding", value: coding.rawValue)
-            let vary = Self.responseValues(head, "vary")
+            let vary = head.values("vary")
             edit.append(name: "Vary", value: vary.isEmpty ? "Accept-Encoding" : vary.joined(separator: ", ") + ", Accept-Encoding")
             if let etag = head.firstValue("etag") { edit.append(name: "ETag", value: etag.hasPrefix("W/") ? etag : "W/" + etag) }
         }

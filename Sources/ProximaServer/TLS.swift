@@ -10,8 +10,6 @@ import ProximaPolicy
 /// certificates; connections already open keep the context they were accepted with.
 final class ListenerTLS: Sendable {
     let context: NIOSSLContext
-    /// Every name served, for the logs and `/status`.
-    let names: [String]
 
     struct Chain: Sendable {
         let certificates: [NIOSSLCertificateSource]
@@ -46,7 +44,6 @@ final class ListenerTLS: Sendable {
     init(_ config: ListenerTLSConfig, listener: String, http2: Bool) throws {
         var chains: [Chain] = []
         var table = SNITable()
-        var names: [String] = []
         for (i, c) in config.certificates.enumerated() {
             let certificates: [NIOSSLCertificate]
             let key: NIOSSLPrivateKey
@@ -72,7 +69,6 @@ final class ListenerTLS: Sendable {
             }
             let certNames = c.names ?? Self.dnsNames(leaf)
             for n in certNames { table.add(n, i) }
-            names += certNames
             chains.append(chain)
         }
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chains[0].certificates, privateKey: chains[0].key)
@@ -95,7 +91,6 @@ final class ListenerTLS: Sendable {
         } catch {
             throw ServerStartError(description: "listener '\(listener)': TLS setup failed: \(error)")
         }
-        self.names = names
     }
 
     /// The certificate's DNS subject alternative names.
@@ -137,7 +132,6 @@ final class UpstreamTLS: Sendable {
 }
 
 struct UpstreamTLSError: Error {
-    let host: String
     let underlying: Error
 
     var reason: String {

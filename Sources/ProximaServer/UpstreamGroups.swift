@@ -27,6 +27,9 @@ final class UpstreamGroup: Sendable {
     private let state: Mutex<State>
     /// TLS to the servers (`https://` back-ends), nil for plain HTTP.
     let tls: UpstreamTLS?
+    /// Each server's key in the connection pools: TLS connections apart from plain ones to
+    /// the same address (made once, not per request).
+    let poolKeys: [String]
 
     /// `previous`: the group of the same name before a reload, whose servers' health (checks
     /// and ejections) carries over to the servers that are still there.
@@ -35,6 +38,7 @@ final class UpstreamGroup: Sendable {
         let scheme = config.tls == nil ? "http" : "https"
         targets = config.servers.map { RequestTarget(scheme: scheme, host: $0.host, port: $0.port, pathAndQuery: "/", explicitPort: true) }
         tls = try config.tls.map { try UpstreamTLS($0, group: config.name) }
+        poolKeys = targets.map { config.tls == nil ? $0.hostPort : "https://" + $0.hostPort }
         var health = Array(repeating: ServerHealth(), count: config.servers.count)
         // Without checks nothing would ever bring a server back up, so state carries over only
         // to a group that still has them.

@@ -384,12 +384,15 @@ struct UpstreamQueueTests {
     @Test func aRequestWaitsNoLongerThanTheQueueTimeout() async throws {
         let origin = try await TestOrigin.start()
         defer { Task { await origin.stop() } }
-        try await ProxyHarness.withProxy({ Self.configure(&$0, origin: origin.port, queueTimeout: 0.2, slowTimeout: 3) }) { proxy in
-            async let holder = send(proxy, ["GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"])
+        // The slot is held for as long as the test needs (a loaded machine once outlasted a 3 s
+        // hold); killing the origin then ends the holder at once.
+        try await ProxyHarness.withProxy({ Self.configure(&$0, origin: origin.port, queueTimeout: 0.2, slowTimeout: 60) }) { proxy in
+            async let holder = send(proxy, ["GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"], timeout: .seconds(90))
             #expect(await eventually { origin.connectionsOpen == 1 })
             let waited = try #require(try await send(proxy, ["GET /bytes/3 HTTP/1.1\r\nHost: a\r\n\r\n"]).replies.first)
             #expect(waited.status == 503 && waited.body.contains("stayed busy for 0.2s"), "\(waited.body)")
             #expect(proxy.server.upstreamQueues["app"] == 0)
+            await origin.kill()
             _ = try await holder
         }
     }
