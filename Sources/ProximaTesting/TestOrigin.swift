@@ -19,6 +19,8 @@ public final class TestOrigin: Sendable {
     let accepted: ManagedAtomic<Int>
     let open: ManagedAtomic<Int>
     let children: NIOLockedValueBox<[ObjectIdentifier: Channel]>
+    /// Held after `kill()`, so that no other test takes the port while this server is "dead".
+    let deadPort = NIOLockedValueBox<ClosedPort?>(nil)
 
     /// TCP connections accepted so far.
     public var connectionsAccepted: Int { accepted.load(ordering: .relaxed) }
@@ -70,6 +72,7 @@ public final class TestOrigin: Sendable {
     public func kill() async {
         try? await channel.close()
         for child in children.withLockedValue({ Array($0.values) }) { try? await child.close() }
+        deadPort.withLockedValue { $0 = try? ClosedPort(port: port) }
     }
 }
 

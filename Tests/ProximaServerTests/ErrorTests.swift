@@ -102,10 +102,8 @@ struct ErrorTests {
     }
 
     @Test func connectionRefusedIs502NamingHostAndCause() async throws {
-        // A port that was just free: bind, note, close.
-        let origin = try await TestOrigin.start()
-        let port = origin.port
-        await origin.stop()
+        let closed = try ClosedPort()
+        let port = closed.port
         try await ProxyHarness.withProxy { proxy in
             let r = try await send(proxy, ["GET http://127.0.0.1:\(port)/ HTTP/1.1\r\nHost: a\r\n\r\n"])
             let reply = try #require(r.replies.first)
@@ -113,6 +111,7 @@ struct ErrorTests {
             #expect(reply.body.contains("127.0.0.1:\(port)"))
             #expect(reply.body.lowercased().contains("refused"))
         }
+        withExtendedLifetime(closed) {}
     }
 
     @Test func unresolvableHostIs502() async throws {
