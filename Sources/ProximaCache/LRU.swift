@@ -38,20 +38,19 @@ public struct LRUStore<Value> {
         return slots[i].value
     }
 
-    /// Stores `value` (replacing one under the same key) and returns the keys evicted to make
-    /// room. A value larger than the capacity is not stored (and evicts nothing).
+    /// Stores `value` (replacing one under the same key) and returns the entries evicted to
+    /// make room (so that what they hold elsewhere, files say, can be let go). A value larger
+    /// than the capacity is not stored: the entry under its key, if any, is returned as evicted.
     @discardableResult
-    public mutating func insert(_ key: String, _ value: Value, size: Int) -> [String] {
+    public mutating func insert(_ key: String, _ value: Value, size: Int) -> [(key: String, value: Value)] {
         guard size <= capacity else {
-            remove(key)
-            return []
+            return remove(key).map { [(key, $0)] } ?? []
         }
         remove(key)
-        var evicted: [String] = []
+        var evicted: [(key: String, value: Value)] = []
         while totalSize + size > capacity, tail >= 0 {
             let victim = slots[tail].key
-            remove(victim)
-            evicted.append(victim)
+            if let old = remove(victim) { evicted.append((victim, old)) }
         }
         let slot = Slot(key: key, value: value, size: size, previous: -1, next: head)
         let i: Int

@@ -334,8 +334,9 @@ final class NodeReader {
                     }
                 }
             case "cache":
-                mapping(node, path, keys: ["memory", "max_object", "heuristic_fraction", "heuristic_max", "default_ttl", "purge_clients"]) { k, n, p in
+                mapping(node, path, keys: ["memory", "disk", "max_object", "heuristic_fraction", "heuristic_max", "default_ttl", "purge_clients"]) { k, n, p in
                     switch k {
+                    case "disk": c.cache.disk = diskCache(n, p)
                     case "purge_clients":
                         c.cache.purgeClients = cidrList(n, p)
                     case "memory": if let v = size(n, p) { c.cache.memory = v }
@@ -386,6 +387,28 @@ final class NodeReader {
                 }
             }
         }
+    }
+
+    /// `cache.disk: {path, size}`: both required, the size at least 1 MiB.
+    func diskCache(_ n: Node, _ kp: String) -> DiskCacheConfig? {
+        var path: String?
+        var bytes: ByteSize?
+        var given = Set<String>()
+        mapping(n, kp, keys: ["path", "size"]) { k, vn, vp in
+            given.insert(k)
+            if k == "path" {
+                if let s = string(vn, vp) {
+                    if s.isEmpty { fail(vp, vn, "a directory is needed") } else { path = s }
+                }
+            } else if let v = size(vn, vp) {
+                if v.bytes < 1 << 20 { fail(vp, vn, "at least 1MiB") } else { bytes = v }
+            }
+        }
+        guard case .mapping = n else { return nil }
+        if !given.contains("path") { fail(kp, n, "cache.disk needs a path (the store's directory)") }
+        if !given.contains("size") { fail(kp, n, "cache.disk needs a size (examples: 512MiB, 10GiB)") }
+        guard let path, let bytes else { return nil }
+        return DiskCacheConfig(path: path, size: bytes)
     }
 
     /// A list of IP addresses or CIDR networks; each bad entry is reported where it is.

@@ -70,6 +70,7 @@ extension ProximaConfiguration {
         out += "upstream_pool:\n  max_idle_per_host: \(upstreamPool.maxIdlePerHost)\n  idle_timeout: \(upstreamPool.idleTimeout)\n"
         out += "cache:\n  memory: \(cache.memory)\n  max_object: \(cache.maxObject)\n  heuristic_fraction: \(cache.heuristicFraction)\n  heuristic_max: \(cache.heuristicMax)\n  purge_clients: \(list(cache.purgeClients.map { quoted($0.description) }))\n"
         if let ttl = cache.defaultTTL { out += "  default_ttl: \(ttl)\n" }
+        if let disk = cache.disk { out += "  disk:\n    path: \(quoted(disk.path))\n    size: \(disk.size)\n" }
         out += "compression:\n  enabled: \(compression.enabled)\n  codings: \(list(compression.codings.map(quoted)))\n  min_length: \(compression.minLength)\n  gzip_level: \(compression.gzipLevel)\n  brotli_level: \(compression.brotliLevel)\n"
         out += "dns:\n  cache_ttl: \(dns.cacheTTL)\n  negative_ttl: \(dns.negativeTTL)\n  max_entries: \(dns.maxEntries)\n"
         out += "logging:\n  level: \(logging.level.rawValue)\n  diagnostics: \(logging.diagnostics.rawValue)\n  access:"

@@ -223,8 +223,21 @@ public struct CacheConfig: Sendable, Equatable {
     public var defaultTTL: TimeSpan?
     /// Clients whose `PURGE` requests remove a URL from the cache (others get 403).
     public var purgeClients: [CIDR] = [CIDR("127.0.0.0/8")!, CIDR("::1/128")!]
-    public var enabled: Bool { memory.bytes > 0 }
+    /// The disk store (`cache.disk`); nil: memory only.
+    public var disk: DiskCacheConfig?
+    public var enabled: Bool { memory.bytes > 0 || disk != nil }
     public init() {}
+}
+
+public struct DiskCacheConfig: Sendable, Equatable {
+    /// The directory of the store (created if missing; one running Proxima at a time).
+    public var path: String
+    /// Bytes of files kept; least recently used answers are deleted past it.
+    public var size: ByteSize
+    public init(path: String, size: ByteSize) {
+        self.path = path
+        self.size = size
+    }
 }
 
 public struct UpstreamPoolConfig: Sendable, Equatable {

@@ -32,7 +32,13 @@ extension ClientHandler {
         let request = CacheControl(head.values("cache-control"))
         if !request.noStore { cur.cacheKey = key }
         let pragmaNoCache = head.values("pragma").contains { $0.lowercased().contains("no-cache") }
-        if let entry = cache.lookup(key, header: { head.values($0) }) {
+        if !cur.diskChecked, let disk = cache.disk, cache.lookup(key, header: { head.values($0) }) == nil,
+            let item = disk.lookup(key, header: { head.values($0) })
+        {
+            readFromDisk(cur, key: key, item: item, disk: disk, next: next)
+            return true
+        }
+        if let entry = cache.lookup(key, header: { head.values($0) }) ?? cur.diskEntry {
             let age = entry.timing.currentAge(now: cur.requestWallTime)
             let use = CachePolicy.use(request: request, pragmaNoCache: pragmaNoCache, response: entry.facts.cacheControl, lifetime: entry.lifetime, age: age)
             switch use {
@@ -74,6 +80,34 @@ extension ClientHandler {
             return true
         }
         return false
+    }
+
+    /// A miss in memory that the disk store holds: the file is read on the store's threads, the
+    /// answer goes into memory too, and the request is looked at again with it in hand.
+    func readFromDisk(_ cur: Current, key: String, item: DiskStore.Item, disk: DiskStore, next: CacheMissNext) {
+        guard let context, let cache = settings.cache else { return }
+        cur.diskChecked = true
+        let me = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let waiting = NIOLoopBound(cur, eventLoop: context.eventLoop)
+        disk.load(key, item, on: context.eventLoop).whenSuccess { entry in
+            let cur = waiting.value
+            guard me.value.current === cur else { return }
+            if let entry {
+                cache.promote(key, entry)
+                cur.diskEntry = entry
+            }
+            me.value.resumeMiss(cur, key: key, next: next)
+        }
+    }
+
+    /// Looks at the cache again after a wait (a disk read, another request's fetch), and goes
+    /// upstream when it still cannot answer.
+    func resumeMiss(_ cur: Current, key: String, next: CacheMissNext, stored: Bool = true) {
+        if stored, answerFromCache(cur, key: key, next: next) { return }
+        switch next {
+        case .forward(let target): connectUpstream(cur, target, reuse: true)
+        case .reverse(let route, let group, let hostValue): proxy(cur, route, group, hostValue: hostValue)
+        }
     }
 
     /// Starts the background fetch of a stale-while-revalidate answer; false when it cannot
@@ -140,14 +174,7 @@ extension ClientHandler {
         cur.collapseTimer?.cancel()
         cur.collapseTimer = nil
         cur.collapseDone = true
-        let key = cur.cacheKey ?? ""
-        if stored, answerFromCache(cur, key: key, next: next) {
-            return
-        }
-        switch next {
-        case .forward(let target): connectUpstream(cur, target, reuse: true)
-        case .reverse(let route, let group, let hostValue): proxy(cur, route, group, hostValue: hostValue)
-        }
+        resumeMiss(cur, key: cur.cacheKey ?? "", next: next, stored: stored)
     }
 
     /// Writes a stored response (or `304` to a client whose validators match it) with `Age`
@@ -174,6 +201,7 @@ extension ClientHandler {
     ) {
         guard let context else { return }
         let head = cur.head
+        let result = result == .memHit && cur.diskEntry === entry ? .hit : result
         if let range, !(head.firstValue("if-none-match") != nil || head.firstValue("if-modified-since") != nil) {
             return servePart(cur, entry, age: age, range: range, cacheStatus: cacheStatus, context: context)
         }
@@ -251,7 +279,7 @@ extension ClientHandler {
         if mustClose { out.writeStaticString("Connection: close\r\n") } else if cur.head.version == .http10 { out.writeStaticString("Connection: keep-alive\r\n") }
         out.writeStaticString("\r\n")
         if let slice { out.writeImmutableBuffer(slice) }
-        cur.record.result = .memHit
+        cur.record.result = cur.diskEntry === entry ? .hit : .memHit
         cur.record.detail = "cache hit, part of the stored answer"
         cur.record.bytesOut += out.readableBytes
         cur.responseStarted = true

@@ -102,6 +102,9 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var collapseWait: CacheMissNext?
         var collapseTimer: Scheduled<Void>?
         var collapseDone = false
+        /// The disk store was looked at; what it held for this request (read off the event loop).
+        var diskChecked = false
+        var diskEntry: CacheEntry?
         /// Compresses the body on its way to the client (it is then re-framed as chunks, or
         /// until close for HTTP/1.0).
         var compressor: BodyCompressor?

@@ -162,7 +162,7 @@ async function refresh() {
     $("latency-count").textContent = lat ? fmt(lat.count) : "0";
     hostTable($("top-hosts"), s.top_hosts);
     hostTable($("top-denied"), s.top_denied);
-    $("cache").textContent = s.cache || "The cache is off (cache.memory in the configuration).";
+    $("cache").textContent = s.cache || "The cache is off (cache.memory or cache.disk in the configuration).";
     $("upstream-idle").textContent = fmt(s.upstream_idle_connections);
     const groups = Object.keys(s.upstreams || {}).sort();
     $("upstream-groups").textContent = groups.length

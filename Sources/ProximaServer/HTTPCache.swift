@@ -1,5 +1,6 @@
 import NIOCore
 import ProximaCache
+import ProximaConfig
 import ProximaHTTP1
 import Synchronization
 
@@ -44,6 +45,9 @@ final class HTTPCache: Sendable {
     let heuristic: CachePolicy.Heuristic
     private let store: Mutex<LRUStore<[CacheEntry]>>
     private let collapsing = Mutex(Collapsing())
+    /// The disk tier, when configured: every stored answer is written there too, and a miss in
+    /// memory looks there before going upstream.
+    let disk: DiskStore?
 
     /// Misses being fetched, with the requests waiting for them; URLs recently found not
     /// storable, whose requests no longer wait (Varnish's hit-for-miss).
@@ -58,10 +62,15 @@ final class HTTPCache: Sendable {
     static let uncacheableFor = 30
     static let maxUncacheable = 10_000
 
-    init(capacity: Int, maxObjectSize: Int, heuristic: CachePolicy.Heuristic = CachePolicy.Heuristic()) {
-        self.maxObjectSize = maxObjectSize
+    /// The settings it was made from (a reload with the same ones keeps it).
+    let config: CacheConfig
+
+    init(config: CacheConfig, heuristic: CachePolicy.Heuristic = CachePolicy.Heuristic(), disk: DiskStore? = nil) {
+        self.config = config
+        self.disk = disk
+        self.maxObjectSize = config.maxObject.bytes
         self.heuristic = heuristic
-        self.store = Mutex(LRUStore(capacity: capacity))
+        self.store = Mutex(LRUStore(capacity: config.memory.bytes))
     }
 
     enum MissRole { case leader, follower, alone }
@@ -106,8 +115,15 @@ final class HTTPCache: Sendable {
         }
     }
 
-    /// Stores `entry` under `key`, replacing the variant with the same secondary key.
+    /// Stores `entry` under `key`, replacing the variant with the same secondary key, in memory
+    /// and (in the background) on disk.
     func insert(_ key: String, _ entry: CacheEntry) {
+        promote(key, entry)
+        disk?.write(key, entry)
+    }
+
+    /// Puts an answer read from disk in memory too.
+    func promote(_ key: String, _ entry: CacheEntry) {
         store.withLock { s in
             var variants = s.peek(key) ?? []
             variants.removeAll { $0.varyKey == entry.varyKey || $0.facts.vary != entry.facts.vary }
@@ -118,10 +134,11 @@ final class HTTPCache: Sendable {
         }
     }
 
-    func contains(_ key: String) -> Bool { store.withLock { $0.peek(key) != nil } }
+    func contains(_ key: String) -> Bool { store.withLock { $0.peek(key) != nil } || disk?.contains(key) == true }
 
     func remove(_ key: String) {
         _ = store.withLock { $0.remove(key) }
+        disk?.remove(key)
     }
 
     var totalSize: Int { store.withLock { $0.totalSize } }

@@ -73,6 +73,8 @@ public final class ProximaServer: Sendable {
     public let startTime: Int
     /// Runs the blocking DNS lookups.
     private let threadPool: NIOThreadPool
+    /// Runs the disk cache's file work, apart from DNS lookups (which may block for seconds).
+    private let diskPool: NIOThreadPool
     public let logger: Logger
 
     public init(configuration: ProximaConfiguration, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "proxima")) throws {
@@ -80,6 +82,8 @@ public final class ProximaServer: Sendable {
         let pool = NIOThreadPool(numberOfThreads: 2)
         pool.start()
         self.threadPool = pool
+        self.diskPool = NIOThreadPool(numberOfThreads: 2)
+        diskPool.start()
         let resolver = DNSResolver(
             threadPool: pool, ttl: .nanoseconds(configuration.dns.cacheTTL.nanoseconds),
             negativeTTL: .nanoseconds(configuration.dns.negativeTTL.nanoseconds), maxEntries: configuration.dns.maxEntries)
@@ -109,7 +113,7 @@ public final class ProximaServer: Sendable {
         let settings: RuntimeSettings
         do {
             settings = try RuntimeSettings(
-                config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress), cache: Self.makeCache(config, previous: nil))
+                config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress), cache: makeCache(config, previous: nil))
         } catch {
             try? await admin?.close()
             throw error
@@ -218,12 +222,12 @@ public final class ProximaServer: Sendable {
     private func apply(_ config: ProximaConfiguration) async throws {
         let (oldConfig, oldListeners, oldLog) = state.withLock { ($0.config, $0.listeners, $0.accessLog) }
         let log = config.logging.access == oldConfig.logging.access ? oldLog : try Self.makeAccessLog(config)
-        let (admin, previousUpstreams, previousCache) = state.withLock { ($0.admin, $0.upstreams, $0.config.cache == config.cache ? $0.cache : nil) }
+        let (admin, previousUpstreams, previousCache) = state.withLock { ($0.admin, $0.upstreams, $0.cache) }
         let settings: RuntimeSettings
         do {
             settings = try RuntimeSettings(
                 config: config, accessLog: log, protectedEndpoints: ProtectedEndpoints(bound: admin?.localAddress), previousUpstreams: previousUpstreams,
-                cache: previousCache ?? Self.makeCache(config, previous: nil))
+                cache: makeCache(config, previous: previousCache))
         } catch {
             if log !== oldLog { log.shutdown() }
             throw error
@@ -293,18 +297,35 @@ public final class ProximaServer: Sendable {
         for l in logs { l.shutdown() }
         if let admin = state.withLock({ $0.admin }) { try? await admin.close() }
         try? await threadPool.shutdownGracefully()
+        try? await diskPool.shutdownGracefully()
+        state.withLock { $0.cache }?.disk?.close()
     }
 
-    /// The memory cache a configuration asks for (a reload with the same cache settings keeps
-    /// the one running, and what it holds).
-    static func makeCache(_ config: ProximaConfiguration, previous: HTTPCache?) -> HTTPCache? {
+    /// The cache a configuration asks for. A reload with the same cache settings keeps the
+    /// running one and what it holds; with other settings, a new memory tier, but the disk
+    /// store of the same directory is kept (one store per directory; a new `size` for it takes
+    /// effect at the next start).
+    func makeCache(_ config: ProximaConfiguration, previous: HTTPCache?) throws -> HTTPCache? {
         guard config.cache.enabled else { return nil }
-        if let previous { return previous }
+        if let previous, previous.config == config.cache { return previous }
         var heuristic = CachePolicy.Heuristic()
         heuristic.fraction = config.cache.heuristicFraction
         heuristic.maxLifetime = Int(config.cache.heuristicMax.nanoseconds / 1_000_000_000)
         heuristic.defaultLifetime = config.cache.defaultTTL.map { Int($0.nanoseconds / 1_000_000_000) }
-        return HTTPCache(capacity: config.cache.memory.bytes, maxObjectSize: config.cache.maxObject.bytes, heuristic: heuristic)
+        var disk: DiskStore?
+        if let d = config.cache.disk {
+            if let kept = previous?.disk, kept.directory == DiskStore.normalized(d.path) {
+                if kept.capacity != d.size.bytes { logger.warning("cache.disk.size: the new size takes effect at the next start") }
+                disk = kept
+            } else {
+                let started = ContinuousClock.now
+                let store = try DiskStore(directory: d.path, capacity: d.size.bytes, pool: diskPool)
+                let deleted = store.removedCorrupt > 0 ? ", \(store.removedCorrupt) incomplete files deleted" : ""
+                logger.info("disk cache \(store.directory): \(store.count) URLs, \(store.totalSize) bytes indexed in \(ContinuousClock.now - started)\(deleted)")
+                disk = store
+            }
+        }
+        return HTTPCache(config: config.cache, heuristic: heuristic, disk: disk)
     }
 
     /// Replaces the running health checks with those of `groups` (a reload starts its groups
@@ -358,7 +379,13 @@ public final class ProximaServer: Sendable {
             let tenths = (bytes * 10 + 524_288) / 1_048_576
             return "\(tenths / 10).\(tenths % 10) MiB"
         }
-        return "\(cache.count) URL\(cache.count == 1 ? "" : "s"), \(mib(cache.totalSize)) of \(mib(cache.capacity)) in memory"
+        var text = "\(cache.count) URL\(cache.count == 1 ? "" : "s"), \(mib(cache.totalSize)) of \(mib(cache.capacity)) in memory"
+        if let disk = cache.disk {
+            let loads = disk.loads
+            text += "; \(disk.count) URL\(disk.count == 1 ? "" : "s"), \(mib(disk.totalSize)) of \(mib(disk.capacity)) on disk"
+            text += ", \(loads.done) read\(loads.failed > 0 ? ", \(loads.failed) damaged files dropped" : "")"
+        }
+        return text
     }
 
     /// Requests waiting in each upstream group's queue.

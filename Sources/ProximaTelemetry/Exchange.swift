@@ -12,6 +12,8 @@ public enum ResultCode: String, Sendable, Equatable, CaseIterable {
     case missAborted = "TCP_MISS_ABORTED"
     /// Answered from the memory cache.
     case memHit = "TCP_MEM_HIT"
+    /// Answered from the disk cache (read from its file).
+    case hit = "TCP_HIT"
     /// The client's conditional request answered `304` from the cache.
     case inmHit = "TCP_INM_HIT"
     /// A stale stored answer the origin confirmed (304).

@@ -228,7 +228,7 @@ struct LRUStoreTests {
         store.insert("b", 2, size: 40)
         #expect(store.get("a") == 1)  // a is now the most recent
         let evicted = store.insert("c", 3, size: 40)
-        #expect(evicted == ["b"] && store.keysByRecency == ["c", "a"] && store.totalSize == 80)
+        #expect(evicted.map(\.key) == ["b"] && evicted.map(\.value) == [2] && store.keysByRecency == ["c", "a"] && store.totalSize == 80)
         #expect(store.insert("huge", 9, size: 101).isEmpty && store.peek("huge") == nil)
         store.insert("a", 4, size: 10)  // replaced, not added
         #expect(store.count == 2 && store.totalSize == 50 && store.peek("a") == 4)

@@ -147,7 +147,7 @@ struct ReverseConfigTests {
         #expect(try ConfigLoader.load(yaml: c.yaml()).get() == c, "\(c.yaml())")
     }
 
-    @Test func mistakes() {
+    @Test func mistakes() throws {
         #expect(issues("listeners:\n  - role: reverse\n    address: 127.0.0.1:0\n").map(\.path) == ["routes"])
         #expect(issues("routes:\n  - upstream: nope\n").map(\.path) == ["routes[0].upstream"])
         #expect(issues("routes:\n  - {name: a, respond: {status: 200}}\n  - {name: a, respond: {status: 200}}\n").map(\.path) == ["routes[1].name"])
@@ -220,6 +220,7 @@ struct TLSConfigTests {
                   max_object: 1MiB
                   default_ttl: 2m
                   purge_clients: [10.0.0.0/8]
+                  disk: {path: /var/cache/proxima/, size: 10GiB}
                 """
             let c = try ConfigLoader.load(yaml: yaml).get()
             let tls = try #require(c.listeners[0].tls)
@@ -231,16 +232,22 @@ struct TLSConfigTests {
             #expect(secure.servers.map(\.port) == [443, 8443] && secure.servers[0].host == "10.0.0.1")
             #expect(c.upstreams[1].tls?.insecureSkipVerify == true)
             #expect(c.cache.enabled && c.cache.memory.bytes == 64 << 20 && c.cache.defaultTTL == .seconds(120) && c.cache.purgeClients.map(\.description) == ["10.0.0.0/8"])
+            #expect(c.cache.disk == DiskCacheConfig(path: "/var/cache/proxima/", size: ByteSize(bytes: 10 << 30)))
             #expect(try ConfigLoader.load(yaml: c.yaml()).get() == c, "\(c.yaml())")
         }
     }
 
-    @Test func mistakes() {
+    @Test func mistakes() throws {
         #expect(issues("listeners:\n  - {role: reverse, address: 127.0.0.1:0, tls: {certificates: []}}\nroutes:\n  - {respond: {status: 200}}\n").map(\.path) == ["listeners[0].tls.certificates"])
         #expect(issues("listeners:\n  - {role: reverse, address: 127.0.0.1:0, tls: {certificates: [{certificate: /nonexistent.pem, key: /nonexistent.key}]}}\nroutes:\n  - {respond: {status: 200}}\n").map(\.path) == ["listeners[0].tls.certificates[0].certificate", "listeners[0].tls.certificates[0].key"])
         #expect(issues("listeners:\n  - {role: forward, address: 127.0.0.1:0, redirect_https: true}\n").map(\.path) == ["listeners[0].redirect_https"])
         #expect(issues("upstreams:\n  - name: a\n    servers:\n      - {address: \"https://10.0.0.1\"}\n      - {address: 10.0.0.2:80}\n").map(\.path) == ["upstreams[0].servers"])
         #expect(issues("upstreams:\n  - name: a\n    tls: {ca: /nonexistent.pem}\n    servers:\n      - {address: 10.0.0.2:443}\n").map(\.path) == ["upstreams[0].tls.ca"])
+        #expect(issues("cache:\n  disk: {path: /x}\n").map(\.path) == ["cache.disk"])
+        #expect(issues("cache:\n  disk: {size: 1GiB}\n").map(\.path) == ["cache.disk"])
+        #expect(issues("cache:\n  disk: {path: /x, size: 64KiB}\n").map(\.path) == ["cache.disk.size"])
+        #expect(issues("cache:\n  disk: /x\n").map(\.path) == ["cache.disk"])
+        #expect(try ConfigLoader.load(yaml: "cache:\n  disk: {path: /x, size: 1GiB}\n").get().cache.enabled)
         #expect(issues("upstreams:\n  - name: a\n    queue: -1\n    servers:\n      - {address: 10.0.0.2:443}\n").map(\.path) == ["upstreams[0].queue"])
     }
 }
