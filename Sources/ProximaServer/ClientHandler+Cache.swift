@@ -210,15 +210,18 @@ extension ClientHandler {
             etag: entry.facts.etag, lastModified: entry.facts.lastModified, date: entry.facts.date, now: cur.requestWallTime)
         let mustClose = !cur.clientKeepAlive || quiescing
         let connection: HeadWriter.ConnectionHeader = mustClose ? .close : (head.version == .http10 ? .keepAlive : .none)
+        let compressed = notModified ? nil : compressedCopy(cur, entry)
+        let body = compressed?.body ?? entry.body
         // Small bodies go in the head's buffer (one write); larger ones as a slice of the stored
         // body (no copy).
-        let inline = !notModified && !head.isHead && entry.body.readableBytes <= Self.coalescedBodyLimit
-        var out = context.channel.allocator.buffer(capacity: entry.head.bytes.readableBytes + 256 + (inline ? entry.body.readableBytes : 0))
+        let inline = !notModified && !head.isHead && body.readableBytes <= Self.coalescedBodyLimit
+        var out = context.channel.allocator.buffer(capacity: entry.head.bytes.readableBytes + 256 + (inline ? body.readableBytes : 0))
         var edit = entry.servedEdit
         if !settings.responseHeaderRules.isEmpty {
             edit = HeaderEdit(rules: settings.responseHeaderRules, bytes: entry.head.bytes, fields: entry.head.fields)
             edit.drop(["age", "cache-status"], bytes: entry.head.bytes, fields: entry.head.fields)
         }
+        if let coding = compressed?.coding { Self.describeCompressed(entry.head, coding, in: &edit) }
         edit.append(name: "Age", value: String(age))
         edit.append(name: "Cache-Status", value: cacheStatus)
         if notModified {
@@ -236,8 +239,8 @@ extension ClientHandler {
             cur.record.status = 304
             cur.record.result = .inmHit
         } else {
-            HeadWriter.writeClientResponse(entry.head, framing: .length(entry.body.readableBytes), via: settings.via, connection: connection, edit: edit, into: &out)
-            if inline { out.writeImmutableBuffer(entry.body) }
+            HeadWriter.writeClientResponse(entry.head, framing: .length(body.readableBytes), via: settings.via, connection: connection, edit: edit, into: &out)
+            if inline { out.writeImmutableBuffer(body) }
             cur.record.status = entry.head.status
             cur.record.result = result
         }
@@ -248,8 +251,8 @@ extension ClientHandler {
         if mustClose { cur.clientKeepAlive = false }
         context.write(wrapOutboundOut(out), promise: nil)
         if !inline, !notModified, !head.isHead {
-            cur.record.bytesOut += entry.body.readableBytes
-            context.write(wrapOutboundOut(entry.body), promise: nil)
+            cur.record.bytesOut += body.readableBytes
+            context.write(wrapOutboundOut(body), promise: nil)
         }
         finishExchange(cur)
     }
@@ -381,17 +384,58 @@ extension ClientHandler {
     /// The coding to compress this answer with: an answer the client accepts compressed,
     /// worth compressing (a text type, not known to be short), not compressed already, whole
     /// (no range), and not marked `no-transform`.
-    func compressionFor(_ cur: Current, _ head: ResponseHead) -> ContentCoding? {
+    /// `storedLength`: the body's length when it is a stored one (its head's framing is the
+    /// origin's).
+    func compressionFor(_ cur: Current, _ head: ResponseHead, storedLength: Int? = nil) -> ContentCoding? {
         guard let config = settings.compression, head.status == 200, !cur.head.isHead, cur.head.method != "CONNECT" else { return nil }
         if let encoding = head.firstValue("content-encoding"), encoding.lowercased() != "identity" { return nil }
         if head.firstValue("content-range") != nil { return nil }
-        if case .length(let n) = head.framing, n < config.minLength.bytes { return nil }
-        if case .none = head.framing { return nil }
+        if let n = storedLength {
+            if n < config.minLength.bytes { return nil }
+        } else {
+            if case .length(let n) = head.framing, n < config.minLength.bytes { return nil }
+            if case .none = head.framing { return nil }
+        }
         guard ContentCoding.compressible(head.firstValue("content-type")) else { return nil }
         if head.values("cache-control").contains(where: { $0.lowercased().contains("no-transform") }) { return nil }
         return ContentCoding.choose(acceptEncoding: cur.head.values("accept-encoding"), allowed: settings.compressionCodings)
     }
 
+
+    /// The client gets another representation of `head`: its coding, `Vary: Accept-Encoding`
+    /// added to the origin's, and a weak `ETag` (the bytes differ, the meaning does not).
+    static func describeCompressed(_ head: ResponseHead, _ coding: ContentCoding, in edit: inout HeaderEdit) {
+        edit.drop(["vary", "etag"], bytes: head.bytes, fields: head.fields)
+        edit.append(name: "Content-Encoding", value: coding.rawValue)
+        let vary = head.values("vary")
+        edit.append(name: "Vary", value: vary.isEmpty ? "Accept-Encoding" : vary.joined(separator: ", ") + ", Accept-Encoding")
+        if let etag = head.firstValue("etag") { edit.append(name: "ETag", value: etag.hasPrefix("W/") ? etag : "W/" + etag) }
+    }
+
+    /// Stored answers up to this size are compressed on their first hit by a client that
+    /// accepts a coding, on the event loop, and the copy is kept; larger ones are served as
+    /// stored (compressing megabytes at once would hold up every connection of the loop).
+    static let maxCompressedOnHit = 1 << 20
+
+    /// The compressed copy of a stored answer for this client, made now if there is none yet.
+    func compressedCopy(_ cur: Current, _ entry: CacheEntry) -> CacheEntry? {
+        guard settings.compression != nil, let cache = settings.cache, let key = cur.cacheKey, entry.coding == nil,
+            entry.body.readableBytes <= Self.maxCompressedOnHit,
+            let coding = compressionFor(cur, entry.head, storedLength: entry.body.readableBytes)
+        else { return nil }
+        if let copy = cache.encoded(key, of: entry, coding: coding) { return copy }
+        guard let context, let compressor = BodyCompressor(coding, level: coding == .gzip ? settings.compression!.gzipLevel : settings.compression!.brotliLevel) else {
+            return nil
+        }
+        var body = compressor.compress(entry.body, allocator: context.channel.allocator)
+        var tail = compressor.finish(allocator: context.channel.allocator)
+        body.writeBuffer(&tail)
+        let copy = CacheEntry(
+            head: entry.head, body: body, facts: entry.facts, timing: entry.timing, lifetime: entry.lifetime, varyKey: entry.varyKey, coding: coding,
+            derivedFrom: entry.serial)
+        cache.insertEncoded(key, copy)
+        return copy
+    }
 
     /// When a response head arrives: invalidation after an unsafe method, or whether to store
     /// this answer (a shared cache's rules; responses setting cookies are not stored unless

@@ -1395,14 +1395,7 @@ final class ClientHandler: ChannelDuplexHandler, UpstreamOwner {
         var rules = settings.responseHeaderRules
         if !settings.routeResponseRules.isEmpty, let r = cur.reverse, let own = settings.routeResponseRules[r.route.name] { rules += own }
         var edit = rules.isEmpty ? HeaderEdit() : HeaderEdit(rules: rules, bytes: head.bytes, fields: head.fields)
-        if let coding = compressedAs {
-            // The client gets another representation: its coding, Vary, and a weak ETag.
-            edit.drop(["vary", "etag"], bytes: head.bytes, fields: head.fields)
-            edit.append(name: "Content-Encoding", value: coding.rawValue)
-            let vary = head.values("vary")
-            edit.append(name: "Vary", value: vary.isEmpty ? "Accept-Encoding" : vary.joined(separator: ", ") + ", Accept-Encoding")
-            if let etag = head.firstValue("etag") { edit.append(name: "ETag", value: etag.hasPrefix("W/") ? etag : "W/" + etag) }
-        }
+        if let coding = compressedAs { Self.describeCompressed(head, coding, in: &edit) }
         if settings.cache != nil, cur.cacheKey != nil {
             considerStoring(cur, head)
             if let status = cur.cacheStatus {

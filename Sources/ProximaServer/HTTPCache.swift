@@ -20,7 +20,22 @@ final class CacheEntry: Sendable {
     /// out once rather than on every hit.
     let servedEdit: HeaderEdit
 
-    init(head: ResponseHead, body: ByteBuffer, facts: ResponseFacts, timing: ResponseTiming, lifetime: Int, varyKey: String) {
+    /// Unique per entry: a compressed copy names the entry it was made from, so a copy of an
+    /// answer since replaced is never served.
+    let serial: Int
+    /// For a compressed copy: the coding, and the serial of the entry it was made from.
+    let coding: ContentCoding?
+    let derivedFrom: Int?
+
+    private static let serials = ManagedCounter()
+
+    init(
+        head: ResponseHead, body: ByteBuffer, facts: ResponseFacts, timing: ResponseTiming, lifetime: Int, varyKey: String,
+        coding: ContentCoding? = nil, derivedFrom: Int? = nil
+    ) {
+        self.serial = Self.serials.next()
+        self.coding = coding
+        self.derivedFrom = derivedFrom
         var edit = HeaderEdit()
         // `private="…"` fields must not be stored by a shared cache, `no-cache="…"` ones not sent
         // again without validation (RFC 9111 sections 5.2.2.4 and 5.2.2.7): both are left out.
@@ -134,10 +149,29 @@ final class HTTPCache: Sendable {
         }
     }
 
+    /// Compressed copies of stored answers live in the memory tier under keys of their own, so
+    /// they are evicted and sized like any answer; never on disk.
+    static func encodedKey(_ key: String, _ coding: ContentCoding) -> String { "\u{1}\(coding.rawValue)\u{1}" + key }
+
+    /// The compressed copy of `entry` (stored under `key`), if one was made from it.
+    func encoded(_ key: String, of entry: CacheEntry, coding: ContentCoding) -> CacheEntry? {
+        store.withLock { $0.get(Self.encodedKey(key, coding)) }?.first { $0.derivedFrom == entry.serial }
+    }
+
+    /// Keeps a compressed copy (one per coding and variant, replacing older ones).
+    func insertEncoded(_ key: String, _ copy: CacheEntry) {
+        guard let coding = copy.coding else { return }
+        promote(Self.encodedKey(key, coding), copy)
+    }
+
     func contains(_ key: String) -> Bool { store.withLock { $0.peek(key) != nil } || disk?.contains(key) == true }
 
     func remove(_ key: String) {
-        _ = store.withLock { $0.remove(key) }
+        store.withLock { s in
+            s.remove(key)
+            s.remove(Self.encodedKey(key, .br))
+            s.remove(Self.encodedKey(key, .gzip))
+        }
         disk?.remove(key)
     }
 

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import ProximaBalance
 import ProximaConfig
@@ -76,6 +77,50 @@ struct CompressionTests {
             }
             let encoded = try await Self.curl(base + "/encoded", ["-H", "Accept-Encoding: gzip, br"])
             #expect(encoded.headers.contains("content-encoding: gzip") && encoded.body == "GZIP", "never twice")
+        }
+    }
+
+    /// Cache hits are compressed too: the first hit by a client that accepts a coding makes a
+    /// compressed copy, later hits are served from it (with a length, no chunking), clients
+    /// that accept none get the stored answer as it is, and a copy of an answer since replaced
+    /// is never served.
+    @Test func cacheHitsAreCompressedAndTheCopiesKeptApart() async throws {
+        let counter = ManagedAtomic(0)
+        let origin = try await RawOrigin.start(closeAfter: false) { _ in
+            let n = counter.wrappingIncrementThenLoad(ordering: .relaxed)
+            let body = "version \(n). " + CompressionTests.text
+            return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: max-age=60\r\nETag: \"v\(n)\"\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        }
+        defer { Task { await origin.stop() } }
+        try await ProxyHarness.withProxy({ c in
+            c.listeners = [ListenerConfig(name: "web", role: .reverse, address: ListenAddress(host: "127.0.0.1", port: 0))]
+            c.access = AccessPolicy(rules: [AccessRule(name: "anyone", action: .allow, clients: [CIDR("0.0.0.0/0")!])])
+            c.upstreams = [UpstreamGroupConfig(name: "app", servers: [Backend(host: "127.0.0.1", port: origin.port)])]
+            c.routes = RouteTable([Route(name: "all", action: .upstream("app"))])
+            c.compression.enabled = true
+            c.cache.memory = ByteSize(bytes: 1 << 20)
+        }) { (proxy: RunningProxy) async throws in
+            let url = "http://127.0.0.1:\(proxy.port)/doc"
+            let v1 = "version 1. " + Self.text
+            let miss = try await Self.curl(url, ["--compressed", "-H", "Accept-Encoding: gzip"])
+            #expect(miss.body == v1 && miss.headers.contains("content-encoding: gzip") && miss.headers.contains("cache-status: proxima; fwd=uri-miss; stored"), "\(miss.headers)")
+            for _ in 0..<2 {
+                let hit = try await Self.curl(url, ["--compressed", "-H", "Accept-Encoding: br"])
+                #expect(hit.body == v1 && hit.headers.contains("content-encoding: br") && hit.headers.contains("cache-status: proxima; hit"), "\(hit.headers)")
+                #expect(hit.headers.contains("etag: w/\"v1\"") && hit.headers.contains("vary: accept-encoding") && hit.headers.contains("content-length: \(hit.wire)"), "\(hit.headers)")
+                #expect(hit.wire < v1.utf8.count / 5)
+            }
+            let plain = try await Self.curl(url, [])
+            #expect(plain.body == v1 && !plain.headers.contains("content-encoding") && plain.headers.contains("etag: \"v1\""), "\(plain.headers)")
+            #expect(origin.requestsSeen == 1)
+
+            _ = try await run(curlPath, ["-sS", "-X", "PURGE", url])
+            let v2 = "version 2. " + Self.text
+            #expect(try await Self.curl(url, ["--compressed", "-H", "Accept-Encoding: br"]).body == v2)
+            let again = try await Self.curl(url, ["--compressed", "-H", "Accept-Encoding: br"])
+            #expect(again.body == v2 && again.headers.contains("cache-status: proxima; hit"), "the copy of the purged answer is gone")
+            let results = jsonRecords(await proxy.waitForAccessLog(count: 7)).compactMap { $0["result"] as? String }
+            #expect(results == ["TCP_MISS", "TCP_MEM_HIT", "TCP_MEM_HIT", "TCP_MEM_HIT", "TAG_NONE", "TCP_MISS", "TCP_MEM_HIT"], "\(results)")
         }
     }
 }
