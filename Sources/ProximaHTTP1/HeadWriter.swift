@@ -81,6 +81,10 @@ public struct Anonymizer: Sendable, Equatable {
 /// turn a received head into the head sent on: fields copied as bytes from the received head,
 /// with framing fields written anew from the framing the proxy actually uses.
 public enum HeadWriter {
+    /// The hop-by-hop field names (RFC 9110 section 7.6.1, with the obsolete Proxy-Connection),
+    /// for code that handles names as strings; the writers below classify bytes instead.
+    public static let hopByHopNames: Set<String> = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"]
+
     /// What the writers need to know of a field name.
     enum FieldKind {
         /// connection, proxy-connection, keep-alive, te, trailer, upgrade, transfer-encoding: never

@@ -219,7 +219,7 @@ extension ClientHandler {
         var edit = entry.servedEdit
         if !settings.responseHeaderRules.isEmpty {
             edit = HeaderEdit(rules: settings.responseHeaderRules, bytes: entry.head.bytes, fields: entry.head.fields)
-            edit.drop(["age", "cache-status"], bytes: entry.head.bytes, fields: entry.head.fields)
+            edit.drop(CacheEntry.neverServed, bytes: entry.head.bytes, fields: entry.head.fields)
         }
         if let coding = compressed?.coding { Self.describeCompressed(entry.head, coding, in: &edit) }
         edit.append(name: "Age", value: String(age))
@@ -294,10 +294,7 @@ extension ClientHandler {
     /// The stored fields that describe the answer (not its framing or the connection).
     static func writeStoredFields(_ head: ResponseHead, into out: inout ByteBuffer) {
         let listed = Set(head.connection.others.map { $0.lowercased() })
-        let skip: Set<String> = [
-            "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length", "content-range", "age",
-            "cache-status",
-        ]
+        let skip = CacheEntry.neverServed.union(HeadWriter.hopByHopNames).union(["content-length", "content-range"])
         for f in head.fields {
             let name = head.name(f).lowercased()
             if skip.contains(name) || listed.contains(name) { continue }
@@ -350,7 +347,11 @@ extension ClientHandler {
     static func updated(_ stale: CacheEntry, with notModified: ResponseHead, requestTime: Int, heuristic: CachePolicy.Heuristic) -> CacheEntry? {
         var fresh: [(String, String)] = []
         for f in notModified.fields { fresh.append((notModified.name(f), notModified.value(f))) }
-        let skip: Set<String> = ["content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding", "content-range"]
+        // Every field of the 304 replaces the stored ones of its name (section 3.2), except what
+        // is never stored (hop-by-hop and connection-listed fields, the proxy's own) and
+        // Content-Length, which describes the stored body, not the 304.
+        let listed = Set(notModified.connection.others.map { $0.lowercased() })
+        let skip = CacheEntry.neverServed.union(HeadWriter.hopByHopNames).union(listed).union(["content-length", "content-range"])
         let replaced = Set(fresh.map { $0.0.lowercased() }).subtracting(skip)
         var text = "HTTP/1.1 \(stale.head.status) \(stale.head.reason)\r\n"
         for f in stale.head.fields where !replaced.contains(stale.head.name(f).lowercased()) {

@@ -145,8 +145,9 @@ struct ResponseTranslator {
 
     mutating func finish() { state = .done }
 
-    /// Fields that mean something only to one HTTP/1.1 connection (RFC 9113 section 8.2.2).
-    static let connectionFields: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"]
+    /// Fields that mean something only to one HTTP/1.1 connection (RFC 9113 section 8.2.2;
+    /// `Trailer`, which announces trailers, is allowed in HTTP/2).
+    static let connectionFields = HeadWriter.hopByHopNames.subtracting(["trailer"])
 
     mutating func feed(_ input: ByteBuffer, requestMethod: String) throws -> [HTTPServerResponsePart] {
         var parts: [HTTPServerResponsePart] = []

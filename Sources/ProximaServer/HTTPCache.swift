@@ -20,6 +20,10 @@ final class CacheEntry: Sendable {
     /// out once rather than on every hit.
     let servedEdit: HeaderEdit
 
+    /// Fields of a stored head never sent from the store: those this cache adds itself, and
+    /// those specific to the proxy the answer came through (RFC 9111 section 3.1).
+    static let neverServed: Set<String> = ["age", "cache-status", "proxy-authenticate", "proxy-authentication-info", "proxy-authorization"]
+
     /// Unique per entry: a compressed copy names the entry it was made from, so a copy of an
     /// answer since replaced is never served.
     let serial: Int
@@ -40,7 +44,7 @@ final class CacheEntry: Sendable {
         // `private="…"` fields must not be stored by a shared cache, `no-cache="…"` ones not sent
         // again without validation (RFC 9111 sections 5.2.2.4 and 5.2.2.7): both are left out.
         let withheld = Set(facts.cacheControl.privateFields + facts.cacheControl.noCacheFields)
-        edit.drop(withheld.union(["age", "cache-status"]), bytes: head.bytes, fields: head.fields)
+        edit.drop(withheld.union(Self.neverServed), bytes: head.bytes, fields: head.fields)
         self.servedEdit = edit
         self.head = head
         self.body = body

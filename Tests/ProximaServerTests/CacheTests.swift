@@ -34,14 +34,20 @@ struct CacheTests {
             case "/vary":
                 fields = ["Cache-Control: max-age=60", "Vary: Accept-Language"]
                 body = "answer \(n) in \(header("accept-language"))"
+            case "/proxyauth":
+                // Fields of the proxy the answer came through are never stored (RFC 9111 3.1).
+                fields = ["Cache-Control: max-age=60", "Proxy-Authenticate: Basic realm=\"up\"", "Proxy-Authentication-Info: x", "X-Kept: yes"]
             case "/big": body = String(repeating: "x", count: 5000) + " \(n)"
             case "/fields": fields = ["Cache-Control: max-age=60, private=\"X-User\", no-cache=\"X-Token\"", "X-User: alice", "X-Token: t1", "X-Kept: yes"]
             case "/validate":
                 // Stale at once; the origin confirms it while its tag is unchanged.
                 if header("if-none-match") == "\"fixed\"" {
-                    return "HTTP/1.1 304 Not Modified\r\nETag: \"fixed\"\r\nCache-Control: max-age=60\r\nX-Refreshed: \(n)\r\n\r\n"
+                    // The 304 updates every field it carries, except Content-Length (it describes
+                    // the stored body) and what is never stored (hop-by-hop, connection-listed).
+                    return "HTTP/1.1 304 Not Modified\r\nETag: \"fixed\"\r\nCache-Control: max-age=60\r\nX-Refreshed: \(n)\r\n"
+                        + "Content-Type: text/x-updated\r\nContent-Length: 999\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n"
                 }
-                fields = ["Cache-Control: max-age=0", "ETag: \"fixed\"", "X-Refreshed: no"]
+                fields = ["Cache-Control: max-age=0", "ETag: \"fixed\"", "X-Refreshed: no", "Content-Type: text/plain"]
             case "/changing": fields = ["Cache-Control: max-age=0", "ETag: \"v\(n)\""]
             case "/swr":
                 if header("if-none-match") == "\"s\"" {
@@ -113,6 +119,10 @@ struct CacheTests {
             _ = try await Self.get(proxy, "/chunked")
             let chunked = try await Self.get(proxy, "/chunked")
             #expect(chunked.body == "answer 4" && chunked.header("content-length") == "8" && chunked.header("transfer-encoding") == nil)
+            _ = try await Self.get(proxy, "/proxyauth")
+            let proxyAuth = try await Self.get(proxy, "/proxyauth")
+            #expect(proxyAuth.header("cache-status") == "proxima; hit" && proxyAuth.header("x-kept") == "yes")
+            #expect(proxyAuth.header("proxy-authenticate") == nil && proxyAuth.header("proxy-authentication-info") == nil, "\(proxyAuth.headers)")
             let results = jsonRecords(await proxy.waitForAccessLog(count: 8)).compactMap { $0["result"] as? String }
             #expect(results.contains("TCP_MEM_HIT") && results.contains("TCP_INM_HIT") && results.contains("TCP_MISS"), "\(results)")
         }
@@ -176,6 +186,8 @@ struct CacheTests {
             let second = try await Self.get(proxy, "/validate")
             #expect(second.status == 200 && second.body == first.body, "the stored body")
             #expect(second.header("x-refreshed") == "2" && second.header("cache-status") == "proxima; fwd=stale; fwd-status=304")
+            #expect(second.header("content-type") == "text/x-updated" && second.header("content-length") == String(first.body.utf8.count), "\(second.headers)")
+            #expect(second.header("x-hop") == nil)
             // Fresh now (the 304 said max-age=60): no third request to the origin.
             let third = try await Self.get(proxy, "/validate")
             #expect(third.body == first.body && third.header("cache-status") == "proxima; hit" && origin.requestsSeen == 2)
