@@ -24,7 +24,9 @@ proxima-nolog fwd 13181 $BIN serve --config $ROOT/bench/forward-nolog.yaml
 proxima-rev rev 13182 $BIN serve --config $ROOT/bench/reverse.yaml
 proxima-cache rev 13183 $BIN serve --config $ROOT/bench/cache.yaml
 proxima-fwdcache fwd 13184 $BIN serve --config $ROOT/bench/forward-cache.yaml
+proxima-diskcache rev 13185 $BIN serve --config $ROOT/bench/disk-cache.yaml
 ROWS
+rm -rf /tmp/proxima-bench-disk
 WORK=${WORK:-$(mktemp -d -t proxybench.XXXXXX)}
 export WORK
 sed "s|@WORK@|$WORK|g" "$ROOT/bench/forward.yaml.in" >"$ROOT/bench/forward.yaml"

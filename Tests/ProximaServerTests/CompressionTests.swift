@@ -29,6 +29,15 @@ struct CompressionTests {
         }
     }
 
+    /// A reverse listener in front of `origin`, compression on.
+    static func reverse(_ c: inout ProximaConfiguration, origin: Int) {
+        c.listeners = [ListenerConfig(name: "web", role: .reverse, address: ListenAddress(host: "127.0.0.1", port: 0))]
+        c.access = AccessPolicy(rules: [AccessRule(name: "anyone", action: .allow, clients: [CIDR("0.0.0.0/0")!])])
+        c.upstreams = [UpstreamGroupConfig(name: "app", servers: [Backend(host: "127.0.0.1", port: origin)])]
+        c.routes = RouteTable([Route(name: "all", action: .upstream("app"))])
+        c.compression.enabled = true
+    }
+
     /// curl's view: status, headers (lowercased names), decoded body, bytes on the wire.
     static func curl(_ url: String, _ extra: [String]) async throws -> (headers: String, body: String, wire: Int) {
         let headerFile = makeTempPath("proxima-curl-headers", ".txt")
@@ -42,11 +51,7 @@ struct CompressionTests {
         let origin = try await Self.origin()
         defer { Task { await origin.stop() } }
         try await ProxyHarness.withProxy({ c in
-            c.listeners = [ListenerConfig(name: "web", role: .reverse, address: ListenAddress(host: "127.0.0.1", port: 0))]
-            c.access = AccessPolicy(rules: [AccessRule(name: "anyone", action: .allow, clients: [CIDR("0.0.0.0/0")!])])
-            c.upstreams = [UpstreamGroupConfig(name: "app", servers: [Backend(host: "127.0.0.1", port: origin.port)])]
-            c.routes = RouteTable([Route(name: "all", action: .upstream("app"))])
-            c.compression.enabled = true
+            Self.reverse(&c, origin: origin.port)
         }) { proxy in
             let base = "http://127.0.0.1:\(proxy.port)"
             for coding in ["gzip", "br"] {
@@ -93,11 +98,7 @@ struct CompressionTests {
         }
         defer { Task { await origin.stop() } }
         try await ProxyHarness.withProxy({ c in
-            c.listeners = [ListenerConfig(name: "web", role: .reverse, address: ListenAddress(host: "127.0.0.1", port: 0))]
-            c.access = AccessPolicy(rules: [AccessRule(name: "anyone", action: .allow, clients: [CIDR("0.0.0.0/0")!])])
-            c.upstreams = [UpstreamGroupConfig(name: "app", servers: [Backend(host: "127.0.0.1", port: origin.port)])]
-            c.routes = RouteTable([Route(name: "all", action: .upstream("app"))])
-            c.compression.enabled = true
+            Self.reverse(&c, origin: origin.port)
             c.cache.memory = ByteSize(bytes: 1 << 20)
         }) { (proxy: RunningProxy) async throws in
             let url = "http://127.0.0.1:\(proxy.port)/doc"
