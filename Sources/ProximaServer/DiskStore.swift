@@ -176,6 +176,8 @@ final class DiskStore: Sendable {
         var removedAt: [String: Int] = [:]
         var loads = 0
         var failures = 0
+        var queuedBytes = 0
+        var skipped = 0
     }
 
     private let index: Mutex<Index>
@@ -184,7 +186,8 @@ final class DiskStore: Sendable {
     /// Opens (creating it if needed) the store at `directory`: temporary files of an
     /// interrupted run are deleted, every other file's prefix is read into the index (files
     /// that are not whole are deleted), and what passes `capacity` is evicted, oldest first.
-    init(directory: String, capacity: Int, pool: NIOThreadPool) throws {
+    init(directory: String, capacity: Int, pool: NIOThreadPool, maxQueuedBytes: Int = 64 << 20) throws {
+        self.maxQueuedBytes = maxQueuedBytes
         let root = Self.normalized(directory)
         self.directory = root
         self.capacity = capacity
@@ -272,6 +275,8 @@ final class DiskStore: Sendable {
     var totalSize: Int { index.withLock { $0.lru.totalSize } }
     /// Objects read from disk, and reads that found a damaged file.
     var loads: (done: Int, failed: Int) { index.withLock { ($0.loads, $0.failures) } }
+    /// Writes skipped because too many bytes were waiting to be written.
+    var skippedWrites: Int { index.withLock { $0.skipped } }
 
     /// The stored variant of `url` whose secondary key matches this request, if any.
     func lookup(_ url: String, header: (String) -> [String]) -> Item? {
@@ -310,10 +315,23 @@ final class DiskStore: Sendable {
 
     /// Writes `entry` in the background: to a temporary file, renamed into place when whole.
     func write(_ url: String, _ entry: CacheEntry) {
-        let ticket = index.withLock { ix -> Int in
+        let size = entry.size
+        let ticket = index.withLock { ix -> Int? in
+            // A disk slower than the answers coming in: the write is skipped rather than queued
+            // without end (each queued write holds its answer in memory).
+            guard ix.queuedBytes + size <= maxQueuedBytes || ix.inFlight == 0 else {
+                ix.skipped += 1
+                return nil
+            }
             ix.writesStarted += 1
             ix.inFlight += 1
+            ix.queuedBytes += size
             return ix.writesStarted
+        }
+        guard let ticket else {
+            // What the disk holds for the URL is now older than what was just received.
+            remove(url)
+            return
         }
         let temporary = directory + "/tmp/" + String(temporaryNames.next())
         let file = path(url: url, varyKey: entry.varyKey)
@@ -323,24 +341,29 @@ final class DiskStore: Sendable {
                 let bytes = StoredObject.encode(url: url, entry)
                 written = Self.writeFile(temporary, bytes)
                 if written {
-                    commit(url, ticket: ticket, temporary: temporary, item: Item(varyKey: entry.varyKey, vary: entry.facts.vary, file: file, size: bytes.readableBytes))
+                    commit(url, ticket: ticket, queued: size, temporary: temporary, item: Item(varyKey: entry.varyKey, vary: entry.facts.vary, file: file, size: bytes.readableBytes))
                     return
                 }
             }
             unlink(temporary)
             index.withLock { ix in
+                ix.queuedBytes -= size
                 ix.inFlight -= 1
                 if ix.inFlight == 0 { ix.removedAt = [:] }
             }
         }
     }
 
+    /// Bytes of answers waiting to be written at most (see `write`).
+    let maxQueuedBytes: Int
+
     /// Renames a written file into place and indexes it, unless its URL was removed after the
     /// write began. Under the index lock, so a removal sees either the file in place or the
     /// write not yet committed.
-    private func commit(_ url: String, ticket: Int, temporary: String, item: Item) {
+    private func commit(_ url: String, ticket: Int, queued: Int, temporary: String, item: Item) {
         let unwanted = index.withLock { ix -> [String] in
             defer {
+                ix.queuedBytes -= queued
                 ix.inFlight -= 1
                 if ix.inFlight == 0 { ix.removedAt = [:] }
             }

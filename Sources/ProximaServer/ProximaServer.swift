@@ -384,6 +384,7 @@ public final class ProximaServer: Sendable {
             let loads = disk.loads
             text += "; \(disk.count) URL\(disk.count == 1 ? "" : "s"), \(mib(disk.totalSize)) of \(mib(disk.capacity)) on disk"
             text += ", \(loads.done) read\(loads.failed > 0 ? ", \(loads.failed) damaged files dropped" : "")"
+            if disk.skippedWrites > 0 { text += ", \(disk.skippedWrites) writes skipped (disk busy)" }
         }
         return text
     }

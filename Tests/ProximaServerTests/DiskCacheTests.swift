@@ -1,5 +1,6 @@
 import Atomics
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ProximaCache
@@ -175,6 +176,32 @@ struct DiskCacheTests {
         let damaged = try await reopened.load(survivor, try #require(reopened.lookup(survivor) { _ in [] }), on: loop).get()
         #expect(damaged == nil && !reopened.contains(survivor) && reopened.loads.failed == 1)
         #expect(!FileManager.default.fileExists(atPath: last))
+        try await pool.shutdownGracefully()
+    }
+
+    /// A disk slower than the answers coming in: writes past the queue's bytes are skipped, and
+    /// what the disk held for that URL is dropped (it is older than what memory now holds).
+    @Test func writesAreSkippedWhenTheDiskLagsBehind() async throws {
+        let dir = makeTempDirectory("proxima-disk")
+        defer { removeTree(dir) }
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        let entry = Self.entry(body: String(repeating: "q", count: 1_000))
+        let store = try DiskStore(directory: dir, capacity: 1 << 20, pool: pool, maxQueuedBytes: entry.size + 10)
+        defer { store.close() }
+        store.write("http://h/old", entry)
+        #expect(await eventually { store.count == 1 })
+        // The store's only thread is held: the next write waits, the one after is skipped.
+        let held = NIOLockedValueBox(true)
+        pool.submit { _ in
+            let deadline = ContinuousClock.now + .seconds(10)
+            while held.withLockedValue({ $0 }), ContinuousClock.now < deadline { usleep(1_000) }
+        }
+        store.write("http://h/a", entry)
+        store.write("http://h/old", entry)
+        #expect(store.skippedWrites == 1 && !store.contains("http://h/old"), "the older file of a skipped URL is dropped")
+        held.withLockedValue { $0 = false }
+        #expect(await eventually { store.contains("http://h/a") })
         try await pool.shutdownGracefully()
     }
 
