@@ -74,11 +74,7 @@ for port in 18080 18095 18096; do
   for _ in $(seq 1 80); do ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.25; done
 done
 
-ticks() {
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" || true); do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-  echo $total
-}
+. "$ROOT/bench/lib.sh"   # ticks
 HZ=$(getconf CLK_TCK)
 measure() { # measure NAME PID PORT FILE CODING -> row
   local name=$1 pid=$2 port=$3 file=$4 coding=$5

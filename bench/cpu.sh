@@ -85,14 +85,7 @@ for port in 18080 18081 13190; do
   for _ in $(seq 1 80); do ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.25; done
 done
 
-# user+system clock ticks of a process and its children (nginx's worker is a child of its master)
-ticks() {
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo $total
-}
+. "$ROOT/bench/lib.sh"   # ticks
 HZ=$(getconf CLK_TCK)
 measure() { # measure PID ARGS... -> "requests cpu_us_per_request"
   local pid=$1; shift
