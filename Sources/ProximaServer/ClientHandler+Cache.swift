@@ -227,10 +227,19 @@ extension ClientHandler {
         if notModified {
             // RFC 9110 section 15.4.5: the fields a 200 would have carried that describe it.
             out.writeStaticString("HTTP/1.1 304 Not Modified\r\n")
+            // The representation this client would get: a compressed copy has a weak ETag and
+            // varies on Accept-Encoding too.
+            let coding = hitCoding(cur, entry)
             for f in entry.head.fields {
                 let name = entry.head.name(f).lowercased()
                 guard ["etag", "cache-control", "expires", "date", "vary", "content-location", "last-modified"].contains(name) else { continue }
+                if coding != nil, name == "etag" || name == "vary" { continue }
                 out.writeString("\(entry.head.name(f)): \(entry.head.value(f))\r\n")
+            }
+            if coding != nil {
+                let (vary, etag) = Self.compressedVaryAndETag(entry.head)
+                out.writeString("Vary: \(vary)\r\n")
+                if let etag { out.writeString("ETag: \(etag)\r\n") }
             }
             out.writeString("Age: \(age)\r\nCache-Status: \(cacheStatus)\r\n")
             if let via = settings.via { out.writeString("Via: 1.1 \(via)\r\n") }
@@ -408,9 +417,16 @@ extension ClientHandler {
     static func describeCompressed(_ head: ResponseHead, _ coding: ContentCoding, in edit: inout HeaderEdit) {
         edit.drop(["vary", "etag"], bytes: head.bytes, fields: head.fields)
         edit.append(name: "Content-Encoding", value: coding.rawValue)
+        let (vary, etag) = compressedVaryAndETag(head)
+        edit.append(name: "Vary", value: vary)
+        if let etag { edit.append(name: "ETag", value: etag) }
+    }
+
+    /// `Vary` and `ETag` of a compressed representation of `head`.
+    static func compressedVaryAndETag(_ head: ResponseHead) -> (vary: String, etag: String?) {
         let vary = head.values("vary")
-        edit.append(name: "Vary", value: vary.isEmpty ? "Accept-Encoding" : vary.joined(separator: ", ") + ", Accept-Encoding")
-        if let etag = head.firstValue("etag") { edit.append(name: "ETag", value: etag.hasPrefix("W/") ? etag : "W/" + etag) }
+        let etag = head.firstValue("etag").map { $0.hasPrefix("W/") ? $0 : "W/" + $0 }
+        return (vary.isEmpty ? "Accept-Encoding" : vary.joined(separator: ", ") + ", Accept-Encoding", etag)
     }
 
     /// Stored answers up to this size are compressed on their first hit by a client that
@@ -418,12 +434,15 @@ extension ClientHandler {
     /// stored (compressing megabytes at once would hold up every connection of the loop).
     static let maxCompressedOnHit = 1 << 20
 
+    /// The coding a hit on `entry` is served in for this client (nil: as stored).
+    func hitCoding(_ cur: Current, _ entry: CacheEntry) -> ContentCoding? {
+        guard settings.compression != nil, entry.coding == nil, entry.body.readableBytes <= Self.maxCompressedOnHit else { return nil }
+        return compressionFor(cur, entry.head, storedLength: entry.body.readableBytes)
+    }
+
     /// The compressed copy of a stored answer for this client, made now if there is none yet.
     func compressedCopy(_ cur: Current, _ entry: CacheEntry) -> CacheEntry? {
-        guard settings.compression != nil, let cache = settings.cache, let key = cur.cacheKey, entry.coding == nil,
-            entry.body.readableBytes <= Self.maxCompressedOnHit,
-            let coding = compressionFor(cur, entry.head, storedLength: entry.body.readableBytes)
-        else { return nil }
+        guard let cache = settings.cache, let key = cur.cacheKey, let coding = hitCoding(cur, entry) else { return nil }
         if let copy = cache.encoded(key, of: entry, coding: coding) { return copy }
         guard let context, let compressor = BodyCompressor(coding, level: coding == .gzip ? settings.compression!.gzipLevel : settings.compression!.brotliLevel) else {
             return nil

@@ -1,4 +1,5 @@
 import CCompression
+import Dispatch
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -206,10 +207,12 @@ final class DiskStore: Sendable {
         }
         self.lockFD = Mutex(fd)
         Self.removeAll(in: self.directory + "/tmp")
-        var found: [(mtime: Int, url: String, item: Item)] = []
-        var corrupt: [String] = []
-        for sub in 0..<256 {
-            let dir = self.directory + "/" + Self.hex2(UInt8(sub))
+        // The 256 subdirectories are read in parallel: on a cold disk the scan waits on reads.
+        let scanned = Mutex([(found: [(mtime: Int, url: String, item: Item)], corrupt: [String])](repeating: ([], []), count: 256))
+        DispatchQueue.concurrentPerform(iterations: 256) { sub in
+            let dir = root + "/" + Self.hex2(UInt8(sub))
+            var found: [(mtime: Int, url: String, item: Item)] = []
+            var corrupt: [String] = []
             for name in Self.names(in: dir) {
                 let path = dir + "/" + name
                 if let (meta, mtime) = Self.readMeta(path), let item = Self.item(meta, file: path) {
@@ -218,7 +221,11 @@ final class DiskStore: Sendable {
                     corrupt.append(path)
                 }
             }
+            scanned.withLock { $0[sub] = (found, corrupt) }
         }
+        let parts = scanned.withLock { $0 }
+        var found = parts.flatMap(\.found)
+        let corrupt = parts.flatMap(\.corrupt)
         for path in corrupt { unlink(path) }
         found.sort { $0.mtime < $1.mtime }
         var lru = LRUStore<[Item]>(capacity: capacity)
