@@ -330,9 +330,32 @@ extension ClientHandler {
         guard let schemeEnd = key.range(of: "://") else { return nil }
         let afterScheme = key[schemeEnd.upperBound...]
         let origin = String(key[..<(afterScheme.firstIndex(of: "/") ?? key.endIndex)])
-        if location.hasPrefix("/"), !location.hasPrefix("//") { return origin + location }
+        if location.hasPrefix("/"), !location.hasPrefix("//") { return origin + removingDotSegments(location) }
         if location.lowercased().hasPrefix(origin.lowercased() + "/") { return origin + location.dropFirst(origin.count) }
-        return nil
+        // A relative path (RFC 3986 section 5.2): against the directory of the request's path.
+        guard !location.isEmpty, !location.hasPrefix("//"), !location.hasPrefix("?"), !location.hasPrefix("#"), !location.contains(":") else { return nil }
+        let path = key[origin.endIndex...].prefix { $0 != "?" }
+        let directory = path.lastIndex(of: "/").map { String(path[...$0]) } ?? "/"
+        return origin + removingDotSegments(directory + location)
+    }
+
+    /// RFC 3986 section 5.2.4, for an absolute path (the query, if any, left as it is).
+    static func removingDotSegments(_ target: String) -> String {
+        let query = target.firstIndex(of: "?").map { String(target[$0...]) } ?? ""
+        let path = target.prefix { $0 != "?" }
+        var out: [Substring] = []
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        for (i, segment) in segments.enumerated() {
+            let last = i == segments.count - 1
+            switch segment {
+            case ".": if last { out.append("") }
+            case "..":
+                if !out.isEmpty { out.removeLast() }
+                if last { out.append("") }
+            default: out.append(segment)
+            }
+        }
+        return "/" + out.joined(separator: "/") + query
     }
 
     /// The origin confirmed a stale stored answer (304): its fields update the stored ones
