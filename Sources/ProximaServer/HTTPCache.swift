@@ -62,7 +62,31 @@ final class CacheEntry: Sendable {
 final class HTTPCache: Sendable {
     let maxObjectSize: Int
     let heuristic: CachePolicy.Heuristic
-    private let store: Mutex<LRUStore<[CacheEntry]>>
+    private let store: Mutex<MemoryTier>
+
+    /// The memory tier: stored answers by URL, and compressed copies under keys of their own
+    /// (counted apart, so that `count` says how many URLs are held).
+    private struct MemoryTier {
+        var lru: LRUStore<[CacheEntry]>
+        var copies = 0
+
+        static func isCopy(_ key: String) -> Bool { key.hasPrefix("\u{1}") }
+
+        mutating func get(_ key: String) -> [CacheEntry]? { lru.get(key) }
+        func peek(_ key: String) -> [CacheEntry]? { lru.peek(key) }
+
+        mutating func insert(_ key: String, _ variants: [CacheEntry]) {
+            let existed = lru.peek(key) != nil
+            let evicted = lru.insert(key, variants, size: variants.reduce(0) { $0 + $1.size })
+            guard Self.isCopy(key) || evicted.contains(where: { Self.isCopy($0.key) }) else { return }
+            copies -= evicted.filter { Self.isCopy($0.key) && $0.key != key }.count
+            if Self.isCopy(key) { copies += (lru.peek(key) != nil ? 1 : 0) - (existed ? 1 : 0) }
+        }
+
+        mutating func remove(_ key: String) {
+            if lru.remove(key) != nil, Self.isCopy(key) { copies -= 1 }
+        }
+    }
     private let collapsing = Mutex(Collapsing())
     /// The disk tier, when configured: every stored answer is written there too, and a miss in
     /// memory looks there before going upstream.
@@ -89,7 +113,7 @@ final class HTTPCache: Sendable {
         self.disk = disk
         self.maxObjectSize = config.maxObject.bytes
         self.heuristic = heuristic
-        self.store = Mutex(LRUStore(capacity: config.memory.bytes))
+        self.store = Mutex(MemoryTier(lru: LRUStore(capacity: config.memory.bytes)))
     }
 
     enum MissRole { case leader, follower, alone }
@@ -149,7 +173,7 @@ final class HTTPCache: Sendable {
             variants.insert(entry, at: 0)
             // A URL holds a handful of variants at most (Accept-Encoding, Accept-Language).
             if variants.count > 8 { variants.removeLast(variants.count - 8) }
-            s.insert(key, variants, size: variants.reduce(0) { $0 + $1.size })
+            s.insert(key, variants)
         }
     }
 
@@ -179,9 +203,10 @@ final class HTTPCache: Sendable {
         disk?.remove(key)
     }
 
-    var totalSize: Int { store.withLock { $0.totalSize } }
-    var capacity: Int { store.withLock { $0.capacity } }
-    var count: Int { store.withLock { $0.count } }
+    var totalSize: Int { store.withLock { $0.lru.totalSize } }
+    var capacity: Int { store.withLock { $0.lru.capacity } }
+    /// URLs held in memory (compressed copies not counted).
+    var count: Int { store.withLock { $0.lru.count - $0.copies } }
 }
 
 /// A response being stored while it passes to the client.

@@ -6,6 +6,8 @@ import ProximaPolicy
 import ProximaTesting
 import Testing
 
+@testable import ProximaServer
+
 /// On-the-fly compression through the proxy, decoded by curl (zlib and Brotli of its own).
 @Suite("Compression of answers (gzip, Brotli)")
 struct CompressionTests {
@@ -111,6 +113,8 @@ struct CompressionTests {
                 #expect(hit.headers.contains("etag: w/\"v1\"") && hit.headers.contains("vary: accept-encoding") && hit.headers.contains("content-length: \(hit.wire)"), "\(hit.headers)")
                 #expect(hit.wire < v1.utf8.count / 5)
             }
+            // The copy is held apart: still one URL in the cache.
+            #expect(proxy.server.cacheSummary?.hasPrefix("1 URL, ") == true, "\(proxy.server.cacheSummary ?? "")")
             // The client's validator of the compressed copy: a 304 that describes that copy.
             let revalidated = try await Self.curl(url, ["-H", "Accept-Encoding: br", "-H", "If-None-Match: W/\"v1\""])
             #expect(revalidated.headers.hasPrefix("http/1.1 304") && revalidated.headers.contains("etag: w/\"v1\""), "\(revalidated.headers)")
