@@ -266,7 +266,8 @@ struct DiskCacheTests {
               access: []
             """
         let objects = 400
-        let first = try ProximaProcess(yaml: yaml)
+        let first = try await offThePool { try ProximaProcess(yaml: yaml) }
+        defer { if first.process.isRunning { first.signal(SIGKILL) } }
         let stop = ManagedAtomic(false)
         let next = ManagedAtomic(0)
         // Eight clients fetch distinct objects until the kill; each answer must be right.
@@ -290,11 +291,11 @@ struct DiskCacheTests {
         func stored() -> [String] { filesUnder(dir).filter { !$0.hasSuffix("/lock") && !$0.hasPrefix(dir + "/tmp/") } }
         #expect(await eventually(timeout: .seconds(60)) { stored().count >= 100 }, "the store must fill while clients fetch")
         first.signal(SIGKILL)
-        _ = first.waitForExit()
+        _ = try await offThePool { first.waitForExit() }
         stop.store(true, ordering: .relaxed)
         let wrongBeforeKill = try await loaders.value
         #expect(wrongBeforeKill == 0)
-        first.stop()
+        try await offThePool { first.stop() }
 
         let whole = stored()
         #expect(whole.count >= 100)
@@ -306,8 +307,8 @@ struct DiskCacheTests {
         flippedBytes[flippedBytes.count / 2] ^= 0x01
         _ = FileManager.default.createFile(atPath: flipped, contents: flippedBytes)
 
-        let second = try ProximaProcess(yaml: yaml)
-        defer { second.stop() }
+        let second = try await offThePool { try ProximaProcess(yaml: yaml) }
+        defer { if second.process.isRunning { second.signal(SIGKILL) } }
         let seenBefore = origin.requestsSeen
         var served = 0, wrong = 0, missing = 0
         for i in 0..<objects {
@@ -327,5 +328,6 @@ struct DiskCacheTests {
         // Every file that was whole is served, except the two damaged ones.
         #expect(served >= whole.count - 2, "served \(served) of \(whole.count) whole files, \(missing) not in the cache")
         #expect(origin.requestsSeen == seenBefore, "only-if-cached never reaches the origin")
+        try await offThePool { second.stop() }
     }
 }

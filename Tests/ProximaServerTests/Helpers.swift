@@ -234,3 +234,12 @@ final class BlackholeListener {
         _ = Glibc.close(fd)
     }
 }
+
+/// Runs blocking work (waiting for a child process, reading its pipe) on a thread of its own:
+/// the concurrency pool has two threads on this machine, and a test that blocks one of them
+/// delays every other test's tasks, past their timeouts.
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
+    }
+}
