@@ -9,9 +9,9 @@ import Darwin
 /// take it while the reservation is held. A CI run once saw a "just freed" port picked up by
 /// another test's listener, turning an expected 502 into that listener's 404.
 ///
-/// `SO_REUSEADDR` is set so that a test may start a listener on the same port again (a server
-/// coming back where it was); Linux allows that bind because this socket never listens, while
-/// automatic port choice (`port: 0`) still avoids ports with a bound socket.
+/// `SO_REUSEADDR` and `SO_REUSEPORT` are set so that a test may start a listener on the same
+/// port again (a server coming back where it was), while automatic port choice (`port: 0`)
+/// still avoids ports with a bound socket.
 public final class ClosedPort: Sendable {
     public let port: Int
     private let fd: Int32
@@ -26,6 +26,9 @@ public final class ClosedPort: Sendable {
         guard fd >= 0 else { throw ClosedPortError(call: "socket", errno: errno) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        // With SO_REUSEPORT on both, a listener still open on the port can be joined, so that a
+        // server "dying" hands its port over without a gap (`TestOrigin.kill()`).
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)

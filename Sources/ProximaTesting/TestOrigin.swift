@@ -4,6 +4,10 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// An HTTP/1.1 origin server for tests, built on NIOHTTP1 (an implementation independent of
 /// Proxima's own framing), on an ephemeral loopback port.
 ///
@@ -46,6 +50,8 @@ public final class TestOrigin: Sendable {
         let children = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // So that `kill()` can take the port over before the listener goes (see there).
+            .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
             .childChannelInitializer { channel in
                 accepted.wrappingIncrement(ordering: .relaxed)
                 open.wrappingIncrement(ordering: .relaxed)
@@ -69,10 +75,15 @@ public final class TestOrigin: Sendable {
     }
 
     /// As if the server died: the listener and every open connection are closed.
+    /// The port is taken over by a `ClosedPort` before the listener closes (both sockets have
+    /// `SO_REUSEPORT`), so there is no moment at which another test's listener could be given
+    /// it: connections are refused from then on, as by a dead server, until the test starts a
+    /// server there again (CI saw a killed back-end's port answer again, for another test).
     public func kill() async {
+        let reserved = try? ClosedPort(port: port)
+        deadPort.withLockedValue { $0 = reserved }
         try? await channel.close()
         for child in children.withLockedValue({ Array($0.values) }) { try? await child.close() }
-        deadPort.withLockedValue { $0 = try? ClosedPort(port: port) }
     }
 }
 

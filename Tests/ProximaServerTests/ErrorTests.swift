@@ -114,6 +114,23 @@ struct ErrorTests {
         withExtendedLifetime(closed) {}
     }
 
+    /// The test harness's "dead server": refused at once, its port never handed to another
+    /// test's listener in the meantime, and usable again when the test restarts the server.
+    @Test func aKilledOriginRefusesUntilItComesBack() async throws {
+        let origin = try await TestOrigin.start()
+        let port = origin.port
+        await origin.kill()
+        try await ProxyHarness.withProxy { proxy in
+            let r = try await send(proxy, ["GET http://127.0.0.1:\(port)/ HTTP/1.1\r\nHost: a\r\n\r\n"])
+            #expect(r.replies.first?.status == 502 && r.replies.first?.body.lowercased().contains("refused") == true)
+            let again = try await TestOrigin.start(port: port)
+            defer { Task { await again.stop() } }
+            let back = try await send(proxy, ["GET http://127.0.0.1:\(port)/bytes/2 HTTP/1.1\r\nHost: a\r\n\r\n"])
+            #expect(back.replies.first?.status == 200 && back.replies.first?.body == "ab")
+        }
+        withExtendedLifetime(origin) {}
+    }
+
     @Test func unresolvableHostIs502() async throws {
         try await ProxyHarness.withProxy { proxy in
             let r = try await send(proxy, ["GET http://no-such-host.invalid/ HTTP/1.1\r\nHost: a\r\n\r\n"], timeout: .seconds(30))
