@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. "$ROOT/bench/lib.sh"   # ticks, wait_ports
 SHARED=${SHARED:-$ROOT/../shared/bench}
 SCRATCH=${SCRATCH:-$ROOT/.build-release}
 REQUESTS=${REQUESTS:-200}
@@ -70,11 +71,8 @@ trap cleanup EXIT
 taskset -c 0 nginx -e "$WORK/run/origin-error.log" -c "$WORK/conf/origin-nginx.conf" & PIDS+=($!)
 taskset -c 0 nginx -e "$WORK/run/nginx-gzip-error.log" -c "$WORK/conf/nginx-gzip.conf" & NGINX=$!; PIDS+=($NGINX)
 taskset -c 0 "$BIN" serve --config "$WORK/conf/proxima.yaml" & PROXIMA=$!; PIDS+=($PROXIMA)
-for port in 18080 18095 18096; do
-  for _ in $(seq 1 80); do ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.25; done
-done
+wait_ports 18080 18095 18096
 
-. "$ROOT/bench/lib.sh"   # ticks
 HZ=$(getconf CLK_TCK)
 measure() { # measure NAME PID PORT FILE CODING -> row
   local name=$1 pid=$2 port=$3 file=$4 coding=$5

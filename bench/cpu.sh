@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. "$ROOT/bench/lib.sh"   # ticks, wait_ports
 CONF=${CONF:-$ROOT/../shared/bench/peers-conf}
 SCRATCH=${SCRATCH:-$ROOT/.build-release}
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5s}; CONNS=${CONNS:-64}; OBJ=${OBJ:-1k}
@@ -81,11 +82,8 @@ done
 taskset -c 0 nginx -e "$WORK/run/origin-error.log" -c "$WORK/conf/origin-nginx.conf" & PIDS+=($!)
 taskset -c 0 nginx -e "$WORK/run/nginx-rev-error.log" -c "$WORK/conf/nginx-rev.conf" & NGINX=$!; PIDS+=($NGINX)
 taskset -c 0 "$BIN" serve --config "$WORK/conf/proxima.yaml" & PROXIMA=$!; PIDS+=($PROXIMA)
-for port in 18080 18081 13190; do
-  for _ in $(seq 1 80); do ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.25; done
-done
+wait_ports 18080 18081 13190
 
-. "$ROOT/bench/lib.sh"   # ticks
 HZ=$(getconf CLK_TCK)
 measure() { # measure PID ARGS... -> "requests cpu_us_per_request"
   local pid=$1; shift

@@ -9,6 +9,7 @@
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. "$ROOT/bench/lib.sh"   # wait_ports
 SHARED=${SHARED:-$ROOT/../shared/bench}
 SCRATCH=${SCRATCH:-$ROOT/.build-release}
 RUNS=${RUNS:-2}; DUR=${DUR:-10}; CONNS=${CONNS:-64}; STREAMS=${STREAMS:-10}; OBJ=${OBJ:-1k}
@@ -43,13 +44,12 @@ cleanup() {
 }
 trap cleanup EXIT
 start() { local name=$1; shift; taskset -c 0 "$@" >"$R/$name.out" 2>&1 & PIDS+=($!); }
-wait_port() { local i; for i in $(seq 1 120); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.25; done; echo "$2 not listening on $1"; exit 1; }
 
 start origin nginx -e "$R/origin-error.log" -c "$C/origin-nginx.conf"
 start nginx-rev nginx -e "$R/nginx-rev-error.log" -c "$C/nginx-rev.conf"
 start haproxy haproxy -db -f "$C/haproxy.cfg"
 start proxima "$BIN" serve --config "$ROOT/bench/reverse.yaml"
-for p in 18080:origin 18091:nginx 18092:haproxy 13182:proxima; do wait_port "${p%%:*}" "${p##*:}"; done
+wait_ports 18080 18091 18092 13182
 
 ROWS="nginx-h2c 18091
 haproxy-h2c 18092

@@ -1,6 +1,4 @@
 import NIOCore
-import NIOPosix
-import NIOSSL
 import ProximaCache
 import ProximaHTTP1
 
@@ -35,19 +33,9 @@ enum CacheRefresh {
         let requestTime = wallClock().0
         let promise = loop.makePromise(of: ByteBuffer.self)
         let bytes = ByteBuffer(string: request)
-        services.resolver.resolve(host: job.host, port: job.port, on: loop).flatMap { addresses -> EventLoopFuture<Channel> in
-            guard let address = addresses.first else { return loop.makeFailedFuture(ChannelError.connectTimeout(timeout)) }
-            return ClientBootstrap(group: loop)
-                .connectTimeout(timeout)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        if let tls = job.tls {
-                            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.sniName(host: job.host)))
-                        }
-                        try channel.pipeline.syncOperations.addHandler(ResponseCollector(request: bytes, promise: promise, limit: cache.maxObjectSize + 64 * 1024))
-                    }
-                }
-                .connect(to: address)
+        let limit = cache.maxObjectSize + 64 * 1024
+        SideConnection.open(host: job.host, port: job.port, tls: job.tls, resolver: services.resolver, on: loop, timeout: timeout) {
+            ResponseCollector(request: bytes, promise: promise, limit: limit)
         }.whenComplete { result in
             switch result {
             case .success(let channel):

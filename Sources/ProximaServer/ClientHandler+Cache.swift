@@ -32,13 +32,12 @@ extension ClientHandler {
         let request = CacheControl(head.values("cache-control"))
         if !request.noStore { cur.cacheKey = key }
         let pragmaNoCache = head.values("pragma").contains { $0.lowercased().contains("no-cache") }
-        if !cur.diskChecked, let disk = cache.disk, cache.lookup(key, header: { head.values($0) }) == nil,
-            let item = disk.lookup(key, header: { head.values($0) })
-        {
+        let stored = cache.lookup(key, header: { head.values($0) }) ?? cur.diskEntry
+        if stored == nil, !cur.diskChecked, let disk = cache.disk, let item = disk.lookup(key, header: { head.values($0) }) {
             readFromDisk(cur, key: key, item: item, disk: disk, next: next)
             return true
         }
-        if let entry = cache.lookup(key, header: { head.values($0) }) ?? cur.diskEntry {
+        if let entry = stored {
             let age = entry.timing.currentAge(now: cur.requestWallTime)
             let use = CachePolicy.use(request: request, pragmaNoCache: pragmaNoCache, response: entry.facts.cacheControl, lifetime: entry.lifetime, age: age)
             switch use {
@@ -300,13 +299,16 @@ extension ClientHandler {
         finishExchange(cur)
     }
 
+    /// Fields of a stored head that neither describe the stored answer nor may be served from
+    /// it: framing and connection fields, and what `CacheEntry.neverServed` names.
+    static let storedFieldsLeftOut = CacheEntry.neverServed.union(HeadWriter.hopByHopNames).union(["content-length", "content-range"])
+
     /// The stored fields that describe the answer (not its framing or the connection).
     static func writeStoredFields(_ head: ResponseHead, into out: inout ByteBuffer) {
         let listed = Set(head.connection.others.map { $0.lowercased() })
-        let skip = CacheEntry.neverServed.union(HeadWriter.hopByHopNames).union(["content-length", "content-range"])
         for f in head.fields {
             let name = head.name(f).lowercased()
-            if skip.contains(name) || listed.contains(name) { continue }
+            if storedFieldsLeftOut.contains(name) || listed.contains(name) { continue }
             out.writeString("\(head.name(f)): \(head.value(f))\r\n")
         }
     }
@@ -383,7 +385,7 @@ extension ClientHandler {
         // is never stored (hop-by-hop and connection-listed fields, the proxy's own) and
         // Content-Length, which describes the stored body, not the 304.
         let listed = Set(notModified.connection.others.map { $0.lowercased() })
-        let skip = CacheEntry.neverServed.union(HeadWriter.hopByHopNames).union(listed).union(["content-length", "content-range"])
+        let skip = Self.storedFieldsLeftOut.union(listed)
         let replaced = Set(fresh.map { $0.0.lowercased() }).subtracting(skip)
         var text = "HTTP/1.1 \(stale.head.status) \(stale.head.reason)\r\n"
         for f in stale.head.fields where !replaced.contains(stale.head.name(f).lowercased()) {

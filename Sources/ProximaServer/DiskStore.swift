@@ -441,7 +441,7 @@ final class DiskStore: Sendable {
         guard fstat(fd, &st) == 0 else { return nil }
         var want = min(Int(st.st_size), 16 << 10)
         while true {
-            guard let prefix = pread(fd, count: want) else { return nil }
+            guard let prefix = readBytes(fd, count: want) else { return nil }
             do {
                 let meta = try StoredObject.decodeMeta(prefix)
                 guard meta.totalLength == Int(st.st_size) else { return nil }
@@ -453,7 +453,8 @@ final class DiskStore: Sendable {
         }
     }
 
-    static func pread(_ fd: Int32, count: Int) -> ByteBuffer? {
+    /// The first `count` bytes of an open file; nil when it has fewer.
+    static func readBytes(_ fd: Int32, count: Int) -> ByteBuffer? {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(count)
         var done = 0
@@ -473,7 +474,7 @@ final class DiskStore: Sendable {
         defer { Glibc.close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { return nil }
-        return pread(fd, count: Int(st.st_size))
+        return readBytes(fd, count: Int(st.st_size))
     }
 
     static func writeFile(_ path: String, _ bytes: ByteBuffer) -> Bool {

@@ -45,19 +45,8 @@ enum HealthChecker {
         let request = ByteBuffer(string: "GET \(policy.path) HTTP/1.1\r\nHost: \(target.authority)\r\nUser-Agent: proxima-health-check\r\nConnection: close\r\n\r\n")
         let expected = policy.expectedStatuses
         let timer = loop.scheduleTask(in: timeout) { promise.succeed(false) }
-        resolver.resolve(host: target.host, port: target.port, on: loop).flatMap { addresses -> EventLoopFuture<Channel> in
-            guard let address = addresses.first else { return loop.makeFailedFuture(ChannelError.connectTimeout(timeout)) }
-            return ClientBootstrap(group: loop)
-                .connectTimeout(timeout)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        if let tls {
-                            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.sniName(host: target.host)))
-                        }
-                        try channel.pipeline.syncOperations.addHandler(StatusLineReader(request: request, expected: expected, promise: promise))
-                    }
-                }
-                .connect(to: address)
+        SideConnection.open(host: target.host, port: target.port, tls: tls, resolver: resolver, on: loop, timeout: timeout) {
+            StatusLineReader(request: request, expected: expected, promise: promise)
         }.whenComplete { result in
             switch result {
             case .success(let channel): promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
@@ -111,5 +100,30 @@ final class StatusLineReader: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         promise.succeed(false)
         context.close(promise: nil)
+    }
+}
+
+/// A connection of its own for one request beside the client traffic (health checks,
+/// background refreshes): the name resolved, the first address connected within `timeout`,
+/// TLS as the group's, then `handler` (made on the connection's loop) on the pipeline.
+enum SideConnection {
+    static func open(
+        host: String, port: Int, tls: UpstreamTLS?, resolver: DNSResolver, on loop: EventLoop, timeout: TimeAmount,
+        handler: @escaping @Sendable () -> any ChannelHandler
+    ) -> EventLoopFuture<Channel> {
+        resolver.resolve(host: host, port: port, on: loop).flatMap { addresses -> EventLoopFuture<Channel> in
+            guard let address = addresses.first else { return loop.makeFailedFuture(ChannelError.connectTimeout(timeout)) }
+            return ClientBootstrap(group: loop)
+                .connectTimeout(timeout)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.sniName(host: host)))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(handler())
+                    }
+                }
+                .connect(to: address)
+        }
     }
 }

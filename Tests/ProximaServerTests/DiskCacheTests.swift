@@ -243,6 +243,27 @@ struct DiskCacheTests {
         }
     }
 
+    /// A reload with other memory settings makes a new memory tier but keeps the disk store of
+    /// the same directory (a second store there would be refused: one store per directory).
+    @Test func aReloadKeepsTheDiskStore() async throws {
+        let origin = try await CacheTests.origin()
+        defer { Task { await origin.stop() } }
+        let dir = makeTempDirectory("proxima-disk")
+        defer { removeTree(dir) }
+        try await ProxyHarness.withProxy({ c in Self.reverseWithDisk(&c, origin: origin.port, dir: dir) }) { (proxy: RunningProxy) async throws in
+            #expect(try await CacheTests.get(proxy, "/item").body == "answer 1")
+            #expect(await eventually { proxy.server.cacheSummary?.contains("1 URL, 0.0 MiB of 16.0 MiB on disk") == true })
+            var next = proxy.server.configuration
+            next.listeners[0].address.port = proxy.port
+            next.cache.memory = ByteSize(bytes: 2 << 20)
+            try await proxy.server.reload(next)
+            let hit = try await CacheTests.get(proxy, "/item")
+            #expect(hit.body == "answer 1" && hit.header("cache-status") == "proxima; hit")
+            let results = jsonRecords(await proxy.waitForAccessLog(count: 2)).compactMap { $0["result"] as? String }
+            #expect(results == ["TCP_MISS", "TCP_HIT"], "the new memory tier is empty: the hit comes from disk")
+        }
+    }
+
     /// `kill -9` of the real binary while it stores answers as fast as clients fetch them:
     /// after a restart, every answer it serves from the store is byte for byte the one the
     /// origin sent for that URL, and every object whose file was whole before the kill is
